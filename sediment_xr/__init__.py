@@ -1,0 +1,61 @@
+"""sediment_xr: percent cover of seafloor time-lapse imagery, lazily on xarray, Zarr and Dask.
+
+The pipeline, as plain functions on xarray objects::
+
+    frames = sediment_xr.open_video("shr.mp4", fps=10, start_time="2022-06-01",
+                                    frame_interval="17h")
+    features = sediment_xr.preprocess(frames, rows=[-400, None], color_space="bgr")
+    model = sediment_xr.fit_kmeans(sediment_xr.sample_pixels(features), n_clusters=4)
+    labels = sediment_xr.label(features, model)
+    cover = sediment_xr.cover(labels)               # (time, cluster), percent
+    bio = sediment_xr.merge_classes(cover, {"bio": [2, 3], "bg": [0, 1]})
+    sediment_xr.fit_trends(bio)
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("sediment_xr")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, label, sample_pixels
+from sediment_xr.coverage import classes_from_names, cover, merge_classes
+from sediment_xr.exceptions import (
+    ConfigError,
+    InputError,
+    InputNotFoundError,
+    ModelError,
+    OutputError,
+    SedimentXRError,
+    SedimentXRWarning,
+)
+from sediment_xr.io import open_images, open_video
+from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
+from sediment_xr.trend import fit_trends
+
+__all__ = [
+    "NO_DATA",
+    "ClusterModel",
+    "ConfigError",
+    "InputError",
+    "InputNotFoundError",
+    "ModelError",
+    "OutputError",
+    "SedimentXRError",
+    "SedimentXRWarning",
+    "__version__",
+    "classes_from_names",
+    "cover",
+    "crop",
+    "enhance",
+    "fit_kmeans",
+    "fit_trends",
+    "label",
+    "merge_classes",
+    "open_images",
+    "open_video",
+    "preprocess",
+    "sample_pixels",
+    "to_color_space",
+]

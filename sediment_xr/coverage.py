@@ -1,0 +1,207 @@
+"""Percent cover per frame and cluster, and merging clusters into named classes."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from sediment_xr._compat import append_history, is_dask
+from sediment_xr.exceptions import ConfigError, InputError
+
+__all__ = ["classes_from_names", "cover", "cover_from_counts", "merge_classes"]
+
+
+def _count_frames(block: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Pixels per cluster of int labels ``(..., y, x)``; returns int64 ``(..., n_clusters)``.
+
+    ``np.bincount`` on labels offset by frame, one call per block; no-data pixels (< 0) and
+    labels >= ``n_clusters`` are not counted.
+    """
+    lead = block.shape[:-2]
+    flat = block.reshape(-1, block.shape[-2] * block.shape[-1]).astype(np.int64, copy=False)
+    n = flat.shape[0]
+    valid = (flat >= 0) & (flat < n_clusters)
+    offset = flat + (np.arange(n, dtype=np.int64) * n_clusters)[:, None]
+    counts = np.bincount(offset[valid], minlength=n * n_clusters)
+    return counts.reshape((*lead, n_clusters))
+
+
+def _n_clusters_of(labels: xr.DataArray) -> int:
+    values = labels.attrs.get("flag_values")
+    if values is None:
+        raise InputError(
+            "cover needs n_clusters or labels with CF flag_values (as made by "
+            "sediment_xr.label), but the labels have no flag_values. Pass n_clusters=..."
+        )
+    return int(max(values)) + 1
+
+
+def cover_from_counts(counts: xr.DataArray | np.ndarray, **coords: Any) -> xr.DataArray:
+    """Percent cover from pixel counts ``(time, cluster)``: each row divided by its total.
+
+    Frames without any analysed pixel get NaN cover.
+    """
+    counts = (
+        xr.DataArray(counts, dims=("time", "cluster"))
+        if not isinstance(counts, xr.DataArray)
+        else counts
+    )
+    total = counts.sum("cluster")
+    out = (100.0 * counts / total.where(total > 0)).astype(np.float64)
+    out = out.assign_coords(cluster=np.arange(counts.sizes["cluster"]), **coords)
+    out.name = "cover"
+    out.attrs = {
+        "long_name": "percent cover of each cluster in the analysed area",
+        "units": "percent",
+        "valid_min": 0.0,
+        "valid_max": 100.0,
+        "cell_methods": "y: x: sum (fraction of analysed pixels)",
+    }
+    out["cluster"].attrs = {"long_name": "cluster id (0 = darkest centre)"}
+    return out
+
+
+def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArray:
+    """Percent of each frame's analysed pixels in each cluster.
+
+    Parameters
+    ----------
+    labels : xarray.DataArray
+        Integer labels ``(time, y, x)`` (``-1`` = no data, not counted).
+    n_clusters : int, optional
+        Number of clusters; by default read from the labels' ``flag_values``.
+
+    Returns
+    -------
+    xarray.DataArray
+        float64 ``(time, cluster)`` named ``cover`` with ``units: percent``; each frame's row
+        sums to 100 (NaN for a frame without analysed pixels).
+
+    Notes
+    -----
+    Lazy: one ``bincount`` per time chunk.
+    """
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(
+            f"cover needs integer labels, but got dtype {labels.dtype}. Use sediment_xr.label."
+        )
+    if n_clusters is None:
+        n_clusters = _n_clusters_of(labels)
+    if is_dask(labels):
+        labels = labels.chunk({"y": -1, "x": -1})
+    counts = xr.apply_ufunc(
+        _count_frames,
+        labels,
+        kwargs={"n_clusters": int(n_clusters)},
+        input_core_dims=[["y", "x"]],
+        output_core_dims=[["cluster"]],
+        dask="parallelized",
+        output_dtypes=[np.int64],
+        dask_gufunc_kwargs={"output_sizes": {"cluster": int(n_clusters)}},
+    )
+    out = cover_from_counts(counts)
+    out.attrs["history"] = append_history(
+        {"history": labels.attrs.get("history", "")}, "percent cover per frame and cluster"
+    )["history"]
+    return out
+
+
+def _check_classes(classes: Mapping[str, Sequence[int]], n_clusters: int) -> dict[str, list[int]]:
+    if not isinstance(classes, Mapping) or not classes:
+        raise ConfigError(
+            f"classes needs a mapping of class name to cluster ids, but got {classes!r}. "
+            "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
+        )
+    seen: dict[int, str] = {}
+    out: dict[str, list[int]] = {}
+    for name, ids in classes.items():
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(
+                f"classes needs non-empty text names, but got {name!r}. "
+                "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
+            )
+        if isinstance(ids, int | np.integer) and not isinstance(ids, bool):
+            ids = [ids]
+        if isinstance(ids, str) or not isinstance(ids, Sequence) or not ids:
+            raise ConfigError(
+                f"classes.{name} needs a list of cluster ids, but got {ids!r}. "
+                f"Use e.g. {name}: [0, 1]."
+            )
+        for cid in ids:
+            if isinstance(cid, bool) or not isinstance(cid, int | np.integer):
+                raise ConfigError(
+                    f"classes.{name} needs whole-number cluster ids, but got {cid!r}. "
+                    f"Use ids from 0 to {n_clusters - 1}."
+                )
+            if not 0 <= cid < n_clusters:
+                raise ConfigError(
+                    f"classes.{name} names cluster {cid}, but there are {n_clusters} clusters "
+                    f"(ids 0 to {n_clusters - 1}). Use ids from 0 to {n_clusters - 1}."
+                )
+            if int(cid) in seen:
+                raise ConfigError(
+                    f"cluster {cid} is in two classes ({seen[int(cid)]!r} and {name!r}). "
+                    "Put each cluster in one class."
+                )
+            seen[int(cid)] = name
+        out[name] = [int(c) for c in ids]
+    return out
+
+
+def merge_classes(cover: xr.DataArray, classes: Mapping[str, Sequence[int]]) -> xr.DataArray:
+    """Sum cluster cover into named classes (the lesson's rename-and-merge step).
+
+    Parameters
+    ----------
+    cover : xarray.DataArray
+        Percent cover ``(time, cluster)``.
+    classes : mapping of str to list of int
+        Class name to the cluster ids it merges, e.g. ``{"bio": [2, 3], "bg": [0, 1]}``.
+        A cluster may be in at most one class; clusters in no class are left out.
+
+    Returns
+    -------
+    xarray.DataArray
+        Percent cover ``(time, class)`` named ``class_cover``.
+
+    Notes
+    -----
+    Lazy: a weighted sum over the cluster dimension.
+    """
+    if "cluster" not in cover.dims:
+        raise InputError(
+            f"merge_classes needs cover with a 'cluster' dim, but got dims {cover.dims}."
+        )
+    checked = _check_classes(classes, cover.sizes["cluster"])
+    names = list(checked)
+    matrix = np.zeros((cover.sizes["cluster"], len(names)))
+    for j, name in enumerate(names):
+        matrix[checked[name], j] = 1.0
+    weights = xr.DataArray(matrix, dims=("cluster", "class"), coords={"class": names})
+    out = xr.dot(cover, weights, dim="cluster")
+    out = out.transpose(*[("class" if d == "cluster" else d) for d in cover.dims])
+    out.name = "class_cover"
+    out.attrs = {
+        "long_name": "percent cover of each class (merged clusters)",
+        "units": "percent",
+        "classes": str({k: v for k, v in checked.items()}),
+    }
+    return out
+
+
+def classes_from_names(names: Sequence[str]) -> dict[str, list[int]]:
+    """Turn one name per cluster into a ``classes`` mapping; equal names merge.
+
+    >>> classes_from_names(["bg", "bg", "bio", "bio"])
+    {'bg': [0, 1], 'bio': [2, 3]}
+    """
+    out: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        key = str(name).strip()
+        if not key:
+            raise ConfigError(f"cluster {i} needs a name, but got an empty one.")
+        out.setdefault(key, []).append(i)
+    return out

@@ -1,0 +1,471 @@
+"""The whole run: ingest -> fit -> label and count -> classes, trends and output files.
+
+:func:`run` is what ``sediment-xr run`` calls; it computes on whatever dask scheduler is
+active (the CLI starts a ``dask.distributed`` cluster first). Every stage writes by region and
+marks each finished chunk, so running the same config again resumes where a previous run
+stopped and recomputes nothing that is stored; changing only ``classes`` recomputes only the
+class cover, trends and files.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sediment_xr import __version__
+from sediment_xr._compat import history_line
+from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, sample_pixels
+from sediment_xr.config import Config, dump_config
+from sediment_xr.coverage import cover_from_counts, merge_classes
+from sediment_xr.exceptions import InputError, OutputError
+from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
+from sediment_xr.store import (
+    Output,
+    chunk_bounds,
+    mark_done,
+    pending,
+    prepare_progress,
+    write_frames_chunk,
+)
+from sediment_xr.trend import fit_trends
+
+__all__ = ["RunResult", "check", "open_input", "run"]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+#: Files of the output folder written by :func:`run` (and only these are ever replaced).
+OUTPUT_FILES = (
+    "cube.zarr",
+    "cover.csv",
+    "trend.csv",
+    "clusters.json",
+    "model.json",
+    "config.resolved.yaml",
+    ".sediment_xr",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """What a run produced."""
+
+    output: str
+    cover: pd.DataFrame
+    trend: pd.DataFrame
+    model: ClusterModel
+    computed: tuple[str, ...]
+
+    def open(self) -> xr.Dataset:
+        """The output cube, lazily."""
+        return xr.open_zarr(
+            Output(self.output).zarr_store(), zarr_format=3, consolidated=False, chunks={}
+        )
+
+
+def open_input(config: Config) -> xr.DataArray:
+    """Open the configured input (a video, or a folder/glob of stills) lazily."""
+    from sediment_xr.io import open_images, open_video
+
+    ing = config.ingest
+    common = {
+        "resize": ing.resize,
+        "chunk_frames": ing.chunk_frames,
+        "start_time": ing.start_time,
+        "frame_interval": ing.frame_interval,
+        "storage_options": dict(config.storage_options) or None,
+    }
+    if _looks_like_images(config.input, config.storage_options):
+        if ing.fps is not None:
+            raise InputError(
+                f"ingest.fps samples a video, but {config.input} is a folder of stills. "
+                "Remove fps (use frame_interval for the time between stills)."
+            )
+        return open_images(config.input, **common)
+    return open_video(config.input, fps=ing.fps, **common)
+
+
+def _looks_like_images(source: str, storage_options) -> bool:
+    if any(ch in source for ch in "*?["):
+        return True
+    if source.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    if "://" in source:
+        from fsspec.core import url_to_fs
+
+        fs, path = url_to_fs(source, **dict(storage_options or {}))
+        return fs.isdir(path)
+    return os.path.isdir(source)
+
+
+def _log(progress: bool) -> Callable[[str], None]:
+    def log(message: str) -> None:
+        if progress:
+            print(message, file=sys.stderr, flush=True)
+
+    return log
+
+
+def _compute(tasks: Sequence[Any], *, desc: str, progress: bool) -> list[Any]:
+    """Compute dask delayed tasks on the active scheduler, with a progress bar."""
+    if not tasks:
+        return []
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        client = None
+    if client is None:
+        if progress:
+            from dask.diagnostics import ProgressBar
+
+            with ProgressBar(out=sys.stderr):
+                return list(dask.compute(*tasks))
+        return list(dask.compute(*tasks))
+    from distributed import as_completed
+    from tqdm.auto import tqdm
+
+    futures = client.compute(list(tasks))
+    index = {f.key: i for i, f in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
+        for future in as_completed(futures):
+            results[index[future.key]] = future.result()
+            bar.update(1)
+    return results
+
+
+def _label_chunk(
+    out: Output,
+    start: int,
+    stop: int,
+    index: int,
+    fingerprint: str,
+    ys: slice,
+    xs: slice,
+    clip_limit: float,
+    tile_grid_size: tuple[int, int],
+    color_space: str,
+    centers: np.ndarray,
+) -> np.ndarray:
+    """Worker task: read frames, preprocess, label and count in one pass, write, mark."""
+    import zarr
+
+    from sediment_xr.cluster import _label_count_frames
+
+    store = out.zarr_store()
+    frames = zarr.open_array(store, path="frames", mode="r", zarr_format=3)[start:stop]
+    features = _preprocess_block(frames, ys, xs, clip_limit, tile_grid_size, color_space)
+    labels, counts = _label_count_frames(features, centers)
+    labels_arr = zarr.open_array(store, path="labels", mode="r+", zarr_format=3)
+    labels_arr[start:stop, ys, xs] = labels
+    total = counts.sum(axis=1, keepdims=True)
+    percent = np.where(total > 0, 100.0 * counts / np.maximum(total, 1), np.nan)
+    cover_arr = zarr.open_array(store, path="cover", mode="r+", zarr_format=3)
+    cover_arr[start:stop] = percent
+    mark_done(out, "label", fingerprint, index)
+    return counts
+
+
+def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _changed_keys(a, b, f"{prefix}{key}.")
+        elif a != b:
+            keys.append(f"{prefix}{key}")
+    return keys
+
+
+_STAGE_KEYS = ("input", "ingest", "preprocess", "cluster")
+
+
+def check(config: Config) -> xr.DataArray:
+    """Open the input lazily and check the config against it, before anything is written.
+
+    Returns the lazy frames. Raises the errors a run would raise for a missing or unreadable
+    input, a crop outside the frame or invalid CLAHE settings.
+    """
+    source = open_input(config)
+    pre = config.preprocess
+    _slice_from(pre.rows, source.sizes["y"], "rows")
+    _slice_from(pre.cols, source.sizes["x"], "cols")
+    _check_clahe(pre.clip_limit, pre.tile_grid_size)
+    return source
+
+
+def run(
+    config: Config,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+    source: xr.DataArray | None = None,
+) -> RunResult:
+    """Run the whole pipeline of a config and write its output folder.
+
+    Parameters
+    ----------
+    config : Config
+        From :func:`sediment_xr.config.load_config` or built in Python.
+    overwrite : bool, default False
+        Replace an output made with a different input, ingest, preprocess or cluster
+        config. Without it such an output is refused. Only the tool's own files are replaced.
+    progress : bool, default True
+        Print stage messages and progress bars to stderr.
+    source : xarray.DataArray, optional
+        The input as returned by :func:`check` (opened again when not given).
+
+    Returns
+    -------
+    RunResult
+
+    Notes
+    -----
+    Computes: on the active dask scheduler (start a ``distributed.Client`` first to use a
+    cluster). Resumes from finished chunks of an interrupted run with the same config.
+    """
+    log = _log(progress)
+    out = Output(config.output, dict(config.storage_options))
+    # 1. Open and validate everything before anything is written.
+    if source is None:
+        source = check(config)
+    pre = config.preprocess
+    ys = _slice_from(pre.rows, source.sizes["y"], "rows")
+    xs = _slice_from(pre.cols, source.sizes["x"], "cols")
+    clip_limit, tiles = _check_clahe(pre.clip_limit, pre.tile_grid_size)
+    fp_ingest = config.fingerprint("ingest")
+    fp_model = config.fingerprint("model")
+    resolved = config.to_dict()
+    state = out.state()
+    computed: list[str] = []
+    if state is not None and (
+        state.get("fingerprint_ingest") != fp_ingest or state.get("fingerprint_model") != fp_model
+    ):
+        changed = _changed_keys(
+            {k: state.get("config", {}).get(k) for k in _STAGE_KEYS},
+            {k: resolved.get(k) for k in _STAGE_KEYS},
+        )
+        if not overwrite:
+            raise OutputError(
+                f"output {config.output} was made with a different config "
+                f"(changed: {', '.join(changed) or 'unknown'}). Rerun with --overwrite to "
+                "replace it, or choose another output folder."
+            )
+        log(f"--overwrite: replacing the output made with other settings ({', '.join(changed)})")
+    new_ingest = state is None or state.get("fingerprint_ingest") != fp_ingest
+    new_model = new_ingest or state.get("fingerprint_model") != fp_model
+    state = dict(state or {})
+    state.update(
+        config=resolved,
+        fingerprint_ingest=fp_ingest,
+        fingerprint_model=fp_model,
+        version=__version__,
+    )
+
+    # 2. Ingest: frames into cube.zarr by region.
+    n_time = source.sizes["time"]
+    bounds = chunk_bounds(n_time, config.ingest.chunk_frames)
+    if new_ingest:
+        out.remove(*OUTPUT_FILES)
+        attrs = {
+            "Conventions": "CF-1.10",
+            "title": "sediment_xr cube: frames, labels and percent cover",
+            "source": config.input,
+            "history": history_line(f"ingest {config.input}"),
+            "sediment_xr_version": __version__,
+        }
+        out.create_cube(source, attrs)
+        state["stages"] = {}
+        out.set_state(state, complete=False)
+    else:
+        out.set_state(state, complete=False)
+    todo = pending(out.done_chunks("ingest", fp_ingest), len(bounds))
+    if todo:
+        log(f"ingest: {len(todo)} of {len(bounds)} chunks of {n_time} frames -> {out.store_url}")
+        prepare_progress(out, "ingest", fp_ingest)
+        data = source.data
+        tasks = [
+            dask.delayed(write_frames_chunk, pure=False)(
+                data.blocks[i], out, bounds[i][0], i, fp_ingest
+            )
+            for i in todo
+        ]
+        _compute(tasks, desc="ingest", progress=progress)
+        computed.append("ingest")
+    _require_done(out, "ingest", fp_ingest, len(bounds))
+
+    # 3. Fit (or reuse) the model on a pixel sample spread over the series.
+    cube = out.open_cube()
+    model = None
+    if not new_model and out.exists("model.json"):
+        model = ClusterModel.from_json(
+            out.read_text("model.json"), source=out.url_of("model.json")
+        )
+    if model is None:
+        cl = config.cluster
+        log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
+        features = preprocess(
+            cube["frames"],
+            rows=pre.rows,
+            cols=pre.cols,
+            clip_limit=clip_limit,
+            tile_grid_size=tiles,
+            color_space=pre.color_space,
+        )
+        sample = sample_pixels(
+            features,
+            sample_size=cl.sample_size,
+            random_state=cl.random_state,
+            max_frames=cl.max_frames,
+        )
+        model = fit_kmeans(
+            sample,
+            n_clusters=cl.n_clusters,
+            color_space=pre.color_space,
+            random_state=cl.random_state,
+            preprocess={
+                "rows": list(pre.rows) if pre.rows is not None else None,
+                "cols": list(pre.cols) if pre.cols is not None else None,
+                "clip_limit": clip_limit,
+                "tile_grid_size": list(tiles),
+            },
+            n_frames_sampled=min(n_time, cl.max_frames),
+        )
+        log(f"cluster: {model!r} after {model.n_epochs} epochs")
+        out.write_text("model.json", model.to_json())
+        out.clear_progress("label")
+        _init_label_variables(out, cube, model)
+        computed.append("fit")
+
+    # 4. Label and count, chunk by chunk.
+    todo = pending(out.done_chunks("label", fp_model), len(bounds))
+    if todo:
+        log(f"label: {len(todo)} of {len(bounds)} chunks")
+        prepare_progress(out, "label", fp_model)
+        centers = model.centers_array
+        tasks = [
+            dask.delayed(_label_chunk, pure=False)(
+                out, *bounds[i], i, fp_model, ys, xs, clip_limit, tiles, pre.color_space, centers
+            )
+            for i in todo
+        ]
+        _compute(tasks, desc="label", progress=progress)
+        computed.append("label")
+    _require_done(out, "label", fp_model, len(bounds))
+
+    # 5. Classes, trends and the output files.
+    cube = out.open_cube()
+    cover = cube["cover"].load()
+    frame_coord = cube["frame"].values if "frame" in cube.coords else np.arange(n_time)
+    cover = cover.assign_coords(frame=("time", frame_coord))
+    series = {"cover": cover}
+    if config.classes:
+        class_cover = merge_classes(cover, config.classes)
+        class_cover = class_cover.assign_coords({"class": np.array(list(config.classes), object)})
+        out.write_small({"class_cover": class_cover})
+        series["class_cover"] = class_cover
+    else:
+        out.remove("cube.zarr/class_cover")
+    table = _cover_table(cover, series.get("class_cover"))
+    trend = fit_trends(xr.Dataset(series))
+    out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
+    out.write_text("trend.csv", trend.to_csv(index=False, float_format="%.8g"))
+    out.write_text("clusters.json", json.dumps(_clusters_json(model, cover, config), indent=2))
+    out.write_text("config.resolved.yaml", dump_config(config))
+    state.setdefault("stages", {})
+    state["stages"].update(ingest="complete", label="complete", outputs="complete")
+    out.update_attrs(history=_history(cube.attrs.get("history", ""), computed))
+    out.set_state(state, complete=True)
+    log(f"done: {config.output}")
+    return RunResult(
+        output=config.output, cover=table, trend=trend, model=model, computed=tuple(computed)
+    )
+
+
+def _history(previous: str, computed: Sequence[str]) -> str:
+    line = history_line(f"run ({', '.join(computed) or 'outputs only'})")
+    return f"{previous}\n{line}" if previous else line
+
+
+def _require_done(out: Output, stage: str, fingerprint: str, n_chunks: int) -> None:
+    missing = pending(out.done_chunks(stage, fingerprint), n_chunks)
+    if missing:
+        raise OutputError(
+            f"{stage} did not finish: {len(missing)} of {n_chunks} chunks are missing in "
+            f"{out.store_url} (first: chunk {missing[0]}). Run the same command again to resume."
+        )
+
+
+def _init_label_variables(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
+    import dask.array as da
+
+    frames = cube["frames"]
+    n_time, height, width = frames.shape[:3]
+    chunk_t = frames.data.chunksize[0]
+    k = model.n_clusters
+    labels = xr.DataArray(
+        da.full((n_time, height, width), NO_DATA, dtype=np.int8, chunks=(chunk_t, -1, -1)),
+        dims=("time", "y", "x"),
+        attrs=flag_attrs(k)
+        | {"comment": "-1 (no_data): outside the analysed crop or not analysed"},
+    )
+    cover = xr.DataArray(
+        da.full((n_time, k), np.nan, chunks=(chunk_t, k)),
+        dims=("time", "cluster"),
+        coords={"cluster": np.arange(k)},
+    )
+    cover = cover_from_counts(cover)  # for attrs and coords only (lazy, never computed)
+    cover.attrs["comment"] = "percent of the analysed pixels of each frame in each cluster"
+    encoding = {
+        "labels": {"chunks": (chunk_t, height, width), "fill_value": NO_DATA, "_FillValue": None},
+        "cover": {"chunks": (chunk_t, k), "fill_value": np.nan, "_FillValue": None},
+    }
+    out.add_variables({"labels": labels, "cover": cover}, encoding)
+
+
+def _cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None) -> pd.DataFrame:
+    times = pd.DatetimeIndex(cover["time"].values)
+    table = pd.DataFrame(
+        {
+            "time": times.strftime("%Y-%m-%dT%H:%M:%S"),
+            "frame": cover["frame"].values.astype(np.int64),
+        }
+    )
+    for i in range(cover.sizes["cluster"]):
+        table[f"cluster_{i}"] = cover.values[:, i]
+    if class_cover is not None:
+        for j, name in enumerate(class_cover["class"].values):
+            table[str(name)] = class_cover.values[:, j]
+    return table
+
+
+def _clusters_json(model: ClusterModel, cover: xr.DataArray, config: Config) -> dict[str, Any]:
+    names = {i: f"cluster_{i}" for i in range(model.n_clusters)}
+    for name, ids in (config.classes or {}).items():
+        for i in ids:
+            names[i] = name
+    share = np.nanmean(cover.values, axis=0)
+    return {
+        "clusters": [
+            {
+                "id": i,
+                "name": names[i],
+                "center_rgb": [int(v) for v in model.center_rgb[i]],
+                "share_percent": round(float(share[i]), 4),
+            }
+            for i in range(model.n_clusters)
+        ],
+        "color_space": model.color_space,
+        "n_clusters": model.n_clusters,
+        "random_state": model.random_state,
+        "sample_size": model.sample_size,
+    }

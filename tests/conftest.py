@@ -1,0 +1,50 @@
+"""Shared fixtures: real SHR frames and synthetic series with known cover."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sediment_xr as sx
+from sediment_xr.testing import sample_frames_dir, synthetic_series
+
+LESSON = {"rows": [-400, None], "color_space": "bgr"}
+
+
+@pytest.fixture(scope="session")
+def shr_frames() -> xr.DataArray:
+    """The four bundled real SHR frames, in memory (numpy-backed)."""
+    frames = sx.open_images(
+        sample_frames_dir(), start_time="2022-01-01", frame_interval="17h", chunk_frames=2
+    )
+    return frames.load()
+
+
+@pytest.fixture(scope="session")
+def shr_features(shr_frames) -> xr.DataArray:
+    """Lesson preprocessing of the SHR frames (numpy)."""
+    return sx.preprocess(shr_frames, **LESSON)
+
+
+@pytest.fixture(scope="session")
+def small_series() -> xr.Dataset:
+    """A 12-frame 256 x 256 synthetic series with a planted mat trend."""
+    return synthetic_series(12, size=256, start_cover=20.0, slope=0.5, seed=1)
+
+
+@pytest.fixture(scope="session")
+def shr_model(shr_features):
+    sample = sx.sample_pixels(shr_features, sample_size=100_000, random_state=0)
+    return sx.fit_kmeans(sample, n_clusters=4, random_state=0, color_space="bgr")
+
+
+def as_dask(da: xr.DataArray, chunk: int = 2) -> xr.DataArray:
+    return da.chunk({"time": chunk})
+
+
+def rng_labels(shape, k, seed=0, no_data_fraction=0.1) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, k, size=shape).astype(np.int8)
+    labels[rng.random(shape) < no_data_fraction] = sx.NO_DATA
+    return labels

@@ -1,0 +1,657 @@
+"""Tests of sediment_xr.io: opening videos and still sequences as lazy frame cubes."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import av
+import cloudpickle
+import cv2
+import dask
+import dask.array as da
+import fsspec
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from sediment_xr import io
+from sediment_xr.exceptions import (
+    ConfigError,
+    InputError,
+    InputNotFoundError,
+    SedimentXRWarning,
+)
+from sediment_xr.io import (
+    open_images,
+    open_video,
+    parse_frame_interval,
+    parse_timestamp_from_name,
+)
+
+N_FRAMES = 20
+HEIGHT, WIDTH = 48, 64
+RATE = 10
+
+
+def make_frame(k: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
+    """RGB frame whose every pixel depends on the frame number and the position."""
+    y, x = np.mgrid[0:height, 0:width]
+    return np.stack(
+        [(x * 4 + k) % 256, (y * 5 + 3 * k) % 256, np.full_like(x, (k * 11) % 256)], axis=-1
+    ).astype(np.uint8)
+
+
+EXPECTED = np.stack([make_frame(k) for k in range(N_FRAMES)])
+
+
+def write_video(path, codec, pix_fmt, *, options=None, metadata=None, n=N_FRAMES):
+    with av.open(str(path), "w") as container:
+        container.metadata.update(metadata or {})
+        stream = container.add_stream(codec, rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, pix_fmt
+        stream.options = options or {}
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(make_frame(k), format="rgb24")
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    return path
+
+
+def decode_all(path) -> np.ndarray:
+    with av.open(str(path)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    root = tmp_path_factory.mktemp("videos")
+    return {
+        "ffv1": write_video(root / "lossless.mkv", "ffv1", "bgr0"),
+        "created": write_video(
+            root / "created.mkv",
+            "ffv1",
+            "bgr0",
+            metadata={"creation_time": "2022-06-01T12:00:00.000000Z"},
+        ),
+        "h264": write_video(
+            root / "lossy.mp4", "libx264", "yuv420p", options={"g": "4", "bf": "2"}
+        ),
+    }
+
+
+@pytest.fixture(scope="module")
+def h264_reference(videos):
+    return decode_all(videos["h264"])
+
+
+def _ooi_name(stamp: str) -> str:
+    return f"CAMDSB106_10.33.9.6_{stamp}_UTC.png"
+
+
+OOI_STAMPS = ["20210824T031618", "20210823T234205", "20210824T044621", "20210824T034618"]
+
+
+@pytest.fixture()
+def ooi_folder(tmp_path):
+    """PNG stills with OOI timestamp names; frame k is written under OOI_STAMPS[k]."""
+    folder = tmp_path / "ooi"
+    folder.mkdir()
+    for k, stamp in enumerate(OOI_STAMPS):
+        cv2.imwrite(str(folder / _ooi_name(stamp)), cv2.cvtColor(make_frame(k), cv2.COLOR_RGB2BGR))
+    return folder
+
+
+@pytest.fixture()
+def numbered_folder(tmp_path):
+    """PNG stills frame_1 ... frame_12 (frame_k holds make_frame(k)) plus junk to skip."""
+    folder = tmp_path / "numbered"
+    folder.mkdir()
+    for k in range(1, 13):
+        cv2.imwrite(str(folder / f"frame_{k}.png"), cv2.cvtColor(make_frame(k), cv2.COLOR_RGB2BGR))
+    (folder / "._frame_3.png").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    (folder / ".hidden.png").write_bytes(b"not an image")
+    (folder / "notes.txt").write_text("camera notes")
+    return folder
+
+
+def _frames_in(order):
+    return np.stack([make_frame(k) for k in order])
+
+
+# --------------------------------------------------------------------------------------------
+# open_video: layout, laziness, pixels
+# --------------------------------------------------------------------------------------------
+
+
+def test_open_video_layout(videos):
+    arr = open_video(videos["ffv1"], chunk_frames=8, start_time="2022-06-01")
+    assert isinstance(arr, xr.DataArray)
+    assert arr.name == "frames"
+    assert arr.dims == ("time", "y", "x", "channel")
+    assert arr.shape == (N_FRAMES, HEIGHT, WIDTH, 3)
+    assert arr.dtype == np.uint8
+    assert isinstance(arr.data, da.Array)
+    assert arr.chunks == ((8, 8, 4), (HEIGHT,), (WIDTH,), (3,))
+    assert arr.time.dtype == np.dtype("datetime64[ns]")
+    np.testing.assert_array_equal(arr.frame.values, np.arange(N_FRAMES))
+    assert arr.frame.dims == ("time",)
+    np.testing.assert_array_equal(arr.y.values, np.arange(HEIGHT))
+    np.testing.assert_array_equal(arr.x.values, np.arange(WIDTH))
+    assert "channel" not in arr.coords
+    assert arr.attrs["long_name"] == "video frames"
+    assert arr.attrs["channel_order"] == "RGB"
+    assert arr.attrs["source"] == str(videos["ffv1"])
+    assert "open_video" in arr.attrs["history"]
+    assert "\n" not in arr.attrs["history"]
+    assert arr.time.attrs["standard_name"] == "time"
+    assert arr.time.attrs["long_name"] == "time of frame (UTC)"
+
+
+def test_open_video_is_lazy(videos, monkeypatch):
+    calls = []
+    kernel = io._decode_video_chunk
+
+    def counting(source, wanted_pts, **kwargs):
+        calls.append(list(wanted_pts))
+        return kernel(source, wanted_pts, **kwargs)
+
+    monkeypatch.setattr(io, "_decode_video_chunk", counting)
+    arr = open_video(videos["ffv1"], chunk_frames=4, start_time="2022-06-01")
+    assert len(calls) == 1  # only the first frame, to learn the size
+    assert len(calls[0]) == 1
+    sub = arr.isel(time=slice(9, 11))
+    assert len(calls) == 1
+    np.testing.assert_array_equal(sub.values, EXPECTED[9:11])
+    assert len(calls) == 2  # one chunk (frames 8..11) decoded
+    assert len(calls[1]) == 4
+
+
+@pytest.mark.parametrize("chunk_frames", [1, 3, 8, 50])
+def test_ffv1_round_trip_is_exact(videos, chunk_frames):
+    arr = open_video(videos["ffv1"], chunk_frames=chunk_frames, start_time="2022-06-01")
+    np.testing.assert_array_equal(arr.values, EXPECTED)
+
+
+@pytest.mark.parametrize(
+    "selection", [5, 7, 19, slice(5, 14), slice(13, 20), [2, 11, 17], [19, 0, 6]]
+)
+def test_ffv1_reads_starting_mid_chunk(videos, selection):
+    arr = open_video(videos["ffv1"], chunk_frames=8, start_time="2022-06-01")
+    np.testing.assert_array_equal(arr.isel(time=selection).values, EXPECTED[selection])
+
+
+@pytest.mark.parametrize("chunk_frames", [3, 7])
+def test_h264_chunks_match_sequential_decode(videos, h264_reference, chunk_frames):
+    arr = open_video(videos["h264"], chunk_frames=chunk_frames, start_time="2022-06-01")
+    assert arr.shape == (N_FRAMES, HEIGHT, WIDTH, 3)
+    np.testing.assert_array_equal(arr.values, h264_reference)
+    for index in [1, 2, 5, 10, 14, 18, 19]:
+        np.testing.assert_array_equal(arr.isel(time=index).values, h264_reference[index])
+    # lossy, but close to what was written
+    assert np.abs(arr.values.astype(int) - EXPECTED.astype(int)).mean() < 6
+
+
+def test_decode_kernel_without_dask(videos):
+    pts = [300, 300, 1200, 1900]  # ffv1 in mkv: time base 1/1000, 100 per frame
+    out = io._decode_video_chunk(str(videos["ffv1"]), pts, frame_size=(HEIGHT, WIDTH))
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, EXPECTED[[3, 3, 12, 19]])
+
+
+def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
+    passes = []
+    real_pass = io._decode_pass
+
+    def seek_lands_too_late(source, options, slots, found, frame_size, out_size, seek):
+        passes.append(seek)
+        if not seek:  # the seek pass finds nothing, as if the index were wrong
+            real_pass(source, options, slots, found, frame_size, out_size, seek)
+
+    monkeypatch.setattr(io, "_decode_pass", seek_lands_too_late)
+    out = io._decode_video_chunk(str(videos["h264"]), [3072, 4096])
+    assert passes == [True, False]
+    np.testing.assert_array_equal(out, decode_all(videos["h264"])[[3, 4]])
+
+
+def test_decode_kernel_reports_missing_frames(videos):
+    with pytest.raises(InputError, match=r"lossless\.mkv: frames with pts \[150\] were not found"):
+        io._decode_video_chunk(str(videos["ffv1"]), [100, 150])
+
+
+@pytest.mark.parametrize(
+    ("fps", "expected"),
+    [
+        (None, list(range(N_FRAMES))),
+        (2.5, [0, 4, 8, 12, 16]),
+        (4, [0, 2, 5, 7, 10, 12, 15, 17]),
+        (1, [0, 10]),
+        (0.5, [0]),
+        (10, list(range(N_FRAMES))),
+        (20, [k // 2 for k in range(39)]),
+    ],
+)
+def test_fps_sampling_picks_expected_frames(videos, fps, expected):
+    arr = open_video(videos["ffv1"], fps=fps, chunk_frames=3, start_time="2022-06-01")
+    np.testing.assert_array_equal(arr.frame.values, expected)
+    np.testing.assert_array_equal(arr.values, EXPECTED[expected])
+    offsets = (arr.time.values - np.datetime64("2022-06-01")).astype("timedelta64[ms]")
+    np.testing.assert_array_equal(offsets.astype(int), np.asarray(expected) * 100)
+
+
+@pytest.mark.parametrize(("resize", "size"), [(32, (32, 32)), ((40, 30), (40, 30))])
+def test_video_resize(videos, resize, size):
+    arr = open_video(videos["ffv1"], resize=resize, chunk_frames=6, start_time="2022-06-01")
+    width, height = size
+    assert arr.shape == (N_FRAMES, height, width, 3)
+    assert arr.chunks[1:] == ((height,), (width,), (3,))
+    np.testing.assert_array_equal(arr.y.values, np.arange(height))
+    np.testing.assert_array_equal(arr.x.values, np.arange(width))
+    expected = [cv2.resize(f, size, interpolation=cv2.INTER_LINEAR) for f in EXPECTED]
+    np.testing.assert_array_equal(arr.values, np.stack(expected))
+
+
+def test_graph_pickles_and_runs_in_other_processes(videos):
+    arr = open_video(videos["ffv1"], chunk_frames=8, start_time="2022-06-01")
+    graph = arr.data.__dask_graph__()
+    restored = cloudpickle.loads(cloudpickle.dumps(graph))
+    assert set(restored.keys()) == set(graph.keys())
+    (values,) = dask.compute(arr.data, scheduler="processes", num_workers=2)
+    np.testing.assert_array_equal(values, EXPECTED)
+
+
+# --------------------------------------------------------------------------------------------
+# open_video: time
+# --------------------------------------------------------------------------------------------
+
+
+def test_video_time_from_frame_interval(videos):
+    arr = open_video(videos["ffv1"], fps=2.5, start_time="2022-06-01", frame_interval="17h")
+    expected = pd.Timestamp("2022-06-01") + pd.to_timedelta(np.arange(5) * 17, unit="h")
+    np.testing.assert_array_equal(arr.time.values, expected.values.astype("datetime64[ns]"))
+    assert arr.time.attrs["time_source"] == "frame_interval"
+
+
+def test_video_time_from_start_time_plus_stream(videos):
+    arr = open_video(videos["ffv1"], start_time="2022-06-01T02:00:00+02:00")
+    assert arr.time.values[0] == np.datetime64("2022-06-01T00:00:00", "ns")
+    assert arr.time.values[-1] == np.datetime64("2022-06-01T00:00:01.900", "ns")
+    assert arr.time.attrs["time_source"] == "start_time+stream"
+
+
+def test_video_time_from_creation_time(videos):
+    arr = open_video(videos["created"])
+    assert arr.time.values[0] == np.datetime64("2022-06-01T12:00:00", "ns")
+    assert arr.time.values[3] == np.datetime64("2022-06-01T12:00:00.300", "ns")
+    assert arr.time.attrs["time_source"] == "creation_time+stream"
+
+
+def test_video_time_from_epoch_warns(videos):
+    with pytest.warns(SedimentXRWarning, match=r"lossless\.mkv.*start_time"):
+        arr = open_video(videos["ffv1"])
+    assert arr.time.values[0] == np.datetime64("1970-01-01T00:00:00", "ns")
+    assert arr.time.values[1] == np.datetime64("1970-01-01T00:00:00.100", "ns")
+    assert arr.time.attrs["time_source"] == "epoch+stream"
+
+
+def test_frame_interval_needs_start_time(videos):
+    with pytest.raises(ConfigError, match=r"frame_interval='1h' needs start_time.*e\.g\."):
+        open_video(videos["ffv1"], frame_interval="1h")
+
+
+# --------------------------------------------------------------------------------------------
+# open_video: bad input
+# --------------------------------------------------------------------------------------------
+
+
+def test_missing_video(tmp_path):
+    with pytest.raises(InputNotFoundError, match=r"nothere\.mp4 does not exist"):
+        open_video(tmp_path / "nothere.mp4")
+
+
+def test_empty_video(tmp_path):
+    path = tmp_path / "empty.mp4"
+    path.write_bytes(b"")
+    with pytest.raises(InputError, match=r"empty\.mp4 is empty \(0 bytes\)"):
+        open_video(path)
+
+
+def test_text_file_named_mp4(tmp_path):
+    path = tmp_path / "notes.mp4"
+    path.write_text("this is not a video\n" * 20)
+    with pytest.raises(InputError, match=r"notes\.mp4 cannot be opened by FFmpeg") as info:
+        open_video(path)
+    assert isinstance(info.value.__cause__, av.FFmpegError)
+
+
+def _audio_frame():
+    frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), np.int16), format="s16", layout="mono")
+    frame.sample_rate = 8000
+    return frame
+
+
+def test_audio_only_file(tmp_path):
+    path = tmp_path / "sound.mka"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("pcm_s16le", rate=8000)
+        container.mux(stream.encode(_audio_frame()))
+        container.mux(stream.encode())
+    with pytest.raises(InputError, match=r"sound\.mka has no video stream \(streams: audio\)"):
+        open_video(path)
+
+
+def test_video_stream_without_frames(tmp_path):
+    path = tmp_path / "noframes.mkv"
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("ffv1", rate=RATE)
+        video.width, video.height, video.pix_fmt = WIDTH, HEIGHT, "bgr0"
+        audio = container.add_stream("pcm_s16le", rate=8000)
+        container.mux(audio.encode(_audio_frame()))
+        container.mux(audio.encode())
+    with pytest.raises(InputError, match=r"noframes\.mkv has a video stream but 0 frames"):
+        open_video(path)
+
+
+def test_folder_given_to_open_video(tmp_path):
+    with pytest.raises(InputError, match=r"is a folder; .*open_images"):
+        open_video(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("options", "pattern"),
+    [
+        ({"fps": 0}, r"fps needs a positive number.*got 0"),
+        ({"fps": -2.0}, r"fps needs a positive number"),
+        ({"fps": float("nan")}, r"fps needs a positive number"),
+        ({"fps": "10"}, r"fps needs a positive number.*got '10'"),
+        ({"fps": True}, r"fps needs a positive number"),
+        ({"resize": 0}, r"resize needs a positive int.*got 0"),
+        ({"resize": (64,)}, r"resize needs .*\(width, height\)"),
+        ({"resize": (64.0, 48)}, r"resize needs"),
+        ({"resize": "64x48"}, r"resize needs"),
+        ({"chunk_frames": 0}, r"chunk_frames needs a positive int.*got 0"),
+        ({"chunk_frames": 2.5}, r"chunk_frames needs a positive int"),
+        ({"start_time": "2022-06-01", "frame_interval": "0s"}, r"frame_interval .*positive"),
+        ({"start_time": "2022-06-01", "frame_interval": "-1h"}, r"frame_interval .*positive"),
+        ({"start_time": "2022-06-01", "frame_interval": "17"}, r"without unit.*'17h'"),
+        ({"start_time": "2022-06-01", "frame_interval": 5}, r"without unit"),
+        ({"start_time": "2022-06-01", "frame_interval": "soon"}, r"got 'soon'"),
+        ({"start_time": "yesterday-ish"}, r"start_time needs a date-time.*'yesterday-ish'"),
+        ({"storage_options": "anon"}, r"storage_options needs a mapping"),
+    ],
+)
+def test_bad_video_options(videos, options, pattern):
+    with pytest.raises(ConfigError, match=pattern):
+        open_video(videos["ffv1"], **options)
+
+
+def test_bad_options_checked_before_the_file(tmp_path):
+    with pytest.raises(ConfigError, match="chunk_frames"):
+        open_video(tmp_path / "nothere.mp4", chunk_frames=-1)
+
+
+# --------------------------------------------------------------------------------------------
+# fsspec URLs
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def memory_fs():
+    fs = fsspec.filesystem("memory")
+    root = "/sediment_xr_test_io"
+    yield fs, root
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
+def test_video_through_memory_url(videos, h264_reference, memory_fs):
+    fs, root = memory_fs
+    fs.pipe(f"{root}/lossless.mkv", Path(videos["ffv1"]).read_bytes())
+    fs.pipe(f"{root}/lossy.mp4", Path(videos["h264"]).read_bytes())
+    local = open_video(videos["ffv1"], chunk_frames=3, start_time="2022-06-01")
+    remote = open_video(f"memory://{root}/lossless.mkv", chunk_frames=3, start_time="2022-06-01")
+    assert remote.attrs["source"] == f"memory://{root}/lossless.mkv"
+    xr.testing.assert_identical(remote.drop_attrs(), local.drop_attrs())
+    mp4 = open_video(f"memory://{root}/lossy.mp4", chunk_frames=3, start_time="2022-06-01")
+    np.testing.assert_array_equal(mp4.isel(time=slice(5, 12)).values, h264_reference[5:12])
+    cloudpickle.dumps(remote.data.__dask_graph__())
+
+
+def test_missing_memory_url(memory_fs):
+    _, root = memory_fs
+    with pytest.raises(InputNotFoundError, match=r"memory://.*gone\.mp4 does not exist"):
+        open_video(f"memory://{root}/gone.mp4")
+
+
+def test_images_through_memory_url(ooi_folder, memory_fs):
+    fs, root = memory_fs
+    for path in ooi_folder.iterdir():
+        fs.pipe(f"{root}/ooi/{path.name}", path.read_bytes())
+    local = open_images(ooi_folder, chunk_frames=3)
+    remote = open_images(f"memory://{root}/ooi", chunk_frames=3)
+    assert remote.time.attrs["time_source"] == "filename"
+    xr.testing.assert_identical(remote.drop_attrs(), local.drop_attrs())
+    files = json.loads(remote.attrs["source_files"])
+    assert all(name.startswith("memory://") for name in files)
+    by_glob = open_images(f"memory://{root}/ooi/*.png")
+    np.testing.assert_array_equal(by_glob.values, local.values)
+
+
+# --------------------------------------------------------------------------------------------
+# open_images
+# --------------------------------------------------------------------------------------------
+
+
+def test_images_ooi_names_give_order_and_time(ooi_folder):
+    arr = open_images(ooi_folder, chunk_frames=3)
+    assert arr.name == "frames"
+    assert arr.dims == ("time", "y", "x", "channel")
+    assert arr.dtype == np.uint8
+    assert isinstance(arr.data, da.Array)
+    assert arr.chunks == ((3, 1), (HEIGHT,), (WIDTH,), (3,))
+    assert arr.attrs["long_name"] == "image frames"
+    assert arr.attrs["channel_order"] == "RGB"
+    assert "channel" not in arr.coords
+    assert arr.time.attrs["time_source"] == "filename"
+    expected_times = sorted(pd.Timestamp(s) for s in OOI_STAMPS)
+    np.testing.assert_array_equal(
+        arr.time.values, np.array([t.to_datetime64() for t in expected_times], "datetime64[ns]")
+    )
+    order = [1, 0, 3, 2]  # OOI_STAMPS index of each stamp in time order
+    np.testing.assert_array_equal(arr.frame.values, np.arange(4))
+    np.testing.assert_array_equal(arr.values, _frames_in(order))
+    np.testing.assert_array_equal(arr.isel(time=2).values, make_frame(3))
+    files = [Path(f).name for f in json.loads(arr.attrs["source_files"])]
+    assert files == [_ooi_name(OOI_STAMPS[k]) for k in order]
+
+
+def test_images_frame_interval_overrides_names(ooi_folder):
+    arr = open_images(ooi_folder, start_time="2022-06-01", frame_interval="30min")
+    assert arr.time.attrs["time_source"] == "frame_interval"
+    assert arr.time.values[1] == np.datetime64("2022-06-01T00:30:00", "ns")
+    np.testing.assert_array_equal(arr.values, _frames_in([1, 0, 3, 2]))
+
+
+def test_images_start_time_shifts_name_times(ooi_folder):
+    arr = open_images(ooi_folder, start_time="2022-06-01")
+    assert arr.time.attrs["time_source"] == "start_time+filename"
+    assert arr.time.values[0] == np.datetime64("2022-06-01T00:00:00", "ns")
+    assert arr.time.values[1] == np.datetime64("2022-06-01T03:34:13", "ns")
+
+
+def test_images_natural_sort_and_skipped_files(numbered_folder):
+    arr = open_images(
+        numbered_folder, chunk_frames=5, start_time="2022-06-01", frame_interval="17h"
+    )
+    files = [Path(f).name for f in json.loads(arr.attrs["source_files"])]
+    assert files == [f"frame_{k}.png" for k in range(1, 13)]
+    assert arr.chunks[0] == (5, 5, 2)
+    np.testing.assert_array_equal(arr.values, _frames_in(range(1, 13)))
+    assert arr.time.values[2] == np.datetime64("2022-06-02T10:00:00", "ns")
+    assert arr.time.attrs["time_source"] == "frame_interval"
+
+
+def test_images_glob_and_jpeg(tmp_path):
+    for k in range(3):
+        name = f"still_2022060{k + 1}T120000Z.JPG"
+        cv2.imwrite(str(tmp_path / name), cv2.cvtColor(make_frame(k), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(tmp_path / "other_20220601T130000Z.png"), make_frame(9))
+    arr = open_images(str(tmp_path / "still_*"))
+    assert arr.shape == (3, HEIGHT, WIDTH, 3)
+    assert arr.time.values[2] == np.datetime64("2022-06-03T12:00:00", "ns")
+    assert np.abs(arr.values.astype(int) - _frames_in(range(3)).astype(int)).mean() < 4
+
+
+def test_images_resize(numbered_folder):
+    arr = open_images(
+        numbered_folder, resize=(32, 20), start_time="2022-06-01", frame_interval="1h"
+    )
+    assert arr.shape == (12, 20, 32, 3)
+    expected = [
+        cv2.resize(make_frame(k), (32, 20), interpolation=cv2.INTER_LINEAR) for k in [1, 2]
+    ]
+    np.testing.assert_array_equal(arr.isel(time=[0, 1]).values, np.stack(expected))
+
+
+def test_image_graph_pickles(numbered_folder):
+    arr = open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h")
+    cloudpickle.dumps(arr.data.__dask_graph__())
+
+
+def test_images_of_different_sizes(numbered_folder):
+    small = make_frame(0, height=24, width=32)
+    cv2.imwrite(str(numbered_folder / "frame_7.png"), small)
+    kwargs = {"start_time": "2022-06-01", "frame_interval": "1h"}
+    with pytest.raises(
+        InputError, match=r"frame_7\.png is 32x24 pixels but .*frame_1\.png is 64x48.*resize"
+    ):
+        open_images(numbered_folder, **kwargs)
+    arr = open_images(numbered_folder, resize=(64, 48), **kwargs)
+    resized = cv2.resize(small[..., ::-1], (64, 48), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_array_equal(arr.isel(time=6).values, resized)
+
+
+def test_images_without_timestamps_need_time_options(numbered_folder):
+    with pytest.raises(
+        ConfigError, match=r"frame_1\.png has no timestamp in its name.*frame_interval='17h'"
+    ):
+        open_images(numbered_folder)
+    with pytest.raises(ConfigError, match=r"frame_1\.png has no timestamp"):
+        open_images(numbered_folder, start_time="2022-06-01")
+    with pytest.raises(ConfigError, match=r"needs start_time"):
+        open_images(numbered_folder, frame_interval="1h")
+
+
+def test_images_some_with_timestamps(ooi_folder):
+    shutil.copy(ooi_folder / _ooi_name(OOI_STAMPS[0]), ooi_folder / "extra.png")
+    with pytest.raises(InputError, match=r"extra\.png has no timestamp in its name, but 4 of 5"):
+        open_images(ooi_folder)
+
+
+def test_images_duplicate_timestamps(ooi_folder):
+    shutil.copy(ooi_folder / _ooi_name(OOI_STAMPS[0]), ooi_folder / f"copy_{OOI_STAMPS[0]}Z.png")
+    first = re.escape(_ooi_name(OOI_STAMPS[0]))
+    pattern = rf"{first} and .*copy_{OOI_STAMPS[0]}Z\.png have the same timestamp"
+    with pytest.raises(InputError, match=pattern) as info:
+        open_images(ooi_folder)
+    message = str(info.value)
+    assert _ooi_name(OOI_STAMPS[0]) in message
+    assert f"copy_{OOI_STAMPS[0]}Z.png" in message
+    assert "same timestamp (2021-08-24T03:16:18)" in message
+
+
+def test_non_image_named_png(numbered_folder):
+    (numbered_folder / "frame_5.png").write_text("not really a png")
+    with pytest.raises(InputError, match=r"frame_5\.png is not a readable image"):
+        open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_zero_byte_image(numbered_folder):
+    (numbered_folder / "frame_8.png").write_bytes(b"")
+    with pytest.raises(InputError, match=r"frame_8\.png is empty \(0 bytes\)"):
+        open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_image_kernel_rejects_undecodable_bytes(tmp_path):
+    path = tmp_path / "broken.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    with pytest.raises(InputError, match=r"broken\.png cannot be decoded as an image"):
+        io._read_image_chunk([str(path)])
+
+
+def test_image_kernel_without_dask(numbered_folder):
+    files = [str(numbered_folder / f"frame_{k}.png") for k in (3, 1)]
+    out = io._read_image_chunk(files, frame_size=(HEIGHT, WIDTH))
+    np.testing.assert_array_equal(out, _frames_in([3, 1]))
+
+
+def test_no_images_found(tmp_path):
+    (tmp_path / "readme.txt").write_text("nothing here")
+    (tmp_path / "._frame.png").write_bytes(b"junk")
+    with pytest.raises(
+        InputNotFoundError, match=r"no image files found in .*\.png, \.jpg, \.jpeg, \.tif, \.tiff"
+    ):
+        open_images(tmp_path)
+    with pytest.raises(InputNotFoundError, match=r"no image files found in .*\*\.jpg"):
+        open_images(str(tmp_path / "*.jpg"))
+
+
+def test_missing_image_folder(tmp_path):
+    with pytest.raises(InputNotFoundError, match=r"nofolder does not exist"):
+        open_images(tmp_path / "nofolder")
+
+
+def test_single_file_given_to_open_images(numbered_folder):
+    with pytest.raises(InputError, match=r"frame_1\.png is a single file.*glob pattern"):
+        open_images(numbered_folder / "frame_1.png")
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("CAMDSB106_10.33.9.6_20210824T031618_UTC.jpg", "2021-08-24T03:16:18"),
+        ("s3://bucket/cam/CAMDSB106_10.33.9.6_20210824T031618_UTC.jpg", "2021-08-24T03:16:18"),
+        ("img_20220601T120000Z.png", "2022-06-01T12:00:00"),
+        ("img_20220601T120000.250Z.png", "2022-06-01T12:00:00.250"),
+        ("20220601T120000.png", "2022-06-01T12:00:00"),
+        ("frame_0006.png", None),
+        ("img_20221301T120000.png", None),  # month 13
+        ("img_20220601T1200001.png", None),  # seven digits
+        ("20220601T120000/frame_1.png", None),  # only the file name counts
+    ],
+)
+def test_parse_timestamp_from_name(name, expected):
+    result = parse_timestamp_from_name(name)
+    if expected is None:
+        assert result is None
+    else:
+        assert result == pd.Timestamp(expected)
+        assert result.tzinfo is None
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("1h", "1h"), ("17h", "17h"), ("30min", "30min"), (pd.Timedelta("2D"), "2D")],
+)
+def test_parse_frame_interval(value, expected):
+    assert parse_frame_interval(value) == pd.Timedelta(expected)
+
+
+def test_parse_frame_interval_accepts_timedelta():
+    import datetime as dt
+
+    assert parse_frame_interval(dt.timedelta(hours=3)) == pd.Timedelta("3h")
+
+
+@pytest.mark.parametrize("value", ["0s", "-1h", "17", 3, 2.5, None, "soon"])
+def test_parse_frame_interval_rejects(value):
+    with pytest.raises(ConfigError, match="frame_interval needs a positive duration"):
+        parse_frame_interval(value)
