@@ -7,6 +7,7 @@ and :func:`sediment_xr.pipeline.run`. Unknown keys are errors that list the vali
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import json
@@ -222,12 +223,13 @@ def _interval(value: Any) -> str | None:
         delta = pd.Timedelta(value)
     except (ValueError, TypeError) as err:
         raise _fail("ingest.frame_interval", "a duration with a unit", value, fix) from err
-    if value.strip().lstrip("+-").replace(".", "", 1).isdigit() or delta <= pd.Timedelta(0):
+    bare_number = value.strip().lstrip("+-").replace(".", "", 1).isdigit()
+    if bare_number or pd.isna(delta) or delta <= pd.Timedelta(0):
         raise _fail("ingest.frame_interval", "a positive duration with a unit", value, fix)
     return value
 
 
-def _classes(value: Any) -> dict[str, tuple[int, ...]] | None:
+def _classes(value: Any, n_clusters: Any) -> dict[str, tuple[int, ...]] | None:
     fix = "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
     if value is None:
         return None
@@ -243,6 +245,10 @@ def _classes(value: Any) -> dict[str, tuple[int, ...]] | None:
         for cid in ids:
             _int(f"classes.{name}", cid, low=0, high=99, fix=fix)
         out[str(name)] = tuple(ids)
+    if isinstance(n_clusters, int) and not isinstance(n_clusters, bool) and n_clusters >= 2:
+        from sediment_xr.coverage import _check_classes
+
+        _check_classes(out, n_clusters)  # ids within 0..k-1, each cluster in one class
     return out
 
 
@@ -401,7 +407,7 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
                 fix="Use e.g. max_frames: 240.",
             ),
         ),
-        classes=_classes(data.get("classes")),
+        classes=_classes(data.get("classes"), clu.get("n_clusters", 4)),
         dask=DaskConfig(
             scheduler=scheduler,
             n_workers=_int(
@@ -479,7 +485,7 @@ def _parse_yaml(text: str, source: str) -> Any:
 
 def apply_overrides(data: Mapping[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
     """Apply ``section.key=value`` overrides (values parsed as YAML) to config data."""
-    out = json.loads(json.dumps(data, default=str)) if data else {}
+    out = copy.deepcopy(dict(data)) if data else {}
     for item in overrides:
         if "=" not in item:
             raise ConfigError(

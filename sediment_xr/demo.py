@@ -25,7 +25,7 @@ def demo_config(video: str, output: str, scheduler: str | None = None) -> Config
         ingest=IngestConfig(start_time=DEMO_START, frame_interval=DEMO_INTERVAL, chunk_frames=8),
         preprocess=PreprocessConfig(rows=(-400, None), color_space="bgr"),
         cluster=ClusterConfig(n_clusters=4, sample_size=200_000, random_state=0),
-        classes={"sediment": (0, 1), "mat": (2, 3)},
+        classes={"sediment": (0, 1, 2), "mat": (3,)},
         dask=DaskConfig(scheduler=scheduler, n_workers=2, threads_per_worker=1),
     )
 

@@ -614,8 +614,9 @@ def open_images(
             if size != sizes[0]:
                 raise InputError(
                     f"{name} is {size[0]}x{size[1]} pixels but {files[0]} is "
-                    f"{width}x{height}; open_images needs images of one size. Give "
-                    f"resize=({width}, {height}) to resize all images to one size."
+                    f"{width}x{height}; open_images needs images of one size. Resize them all "
+                    f"to one size with resize=({width}, {height}) (config: ingest.resize: "
+                    f"[{width}, {height}])."
                 )
     try:
         _read_image_chunk(files[:1], storage_options=options)
@@ -870,8 +871,9 @@ def _fit_frame(
         where = name if pts is None else f"{name} (frame at pts {pts})"
         raise InputError(
             f"{where} is {width}x{height} pixels but the first frame is "
-            f"{frame_size[1]}x{frame_size[0]}; frames must share one size. Give "
-            f"resize=({frame_size[1]}, {frame_size[0]}) to resize every frame to one size."
+            f"{frame_size[1]}x{frame_size[0]}; frames must share one size. Resize every "
+            f"frame with resize=({frame_size[1]}, {frame_size[0]}) (config: ingest.resize: "
+            f"[{frame_size[1]}, {frame_size[0]}])."
         )
     return np.ascontiguousarray(image, dtype=np.uint8)
 

@@ -25,7 +25,7 @@ from sediment_xr import __version__
 from sediment_xr._compat import history_line
 from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, sample_pixels
 from sediment_xr.config import Config, dump_config
-from sediment_xr.coverage import cover_from_counts, merge_classes
+from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
 from sediment_xr.exceptions import InputError, OutputError
 from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
 from sediment_xr.store import (
@@ -200,6 +200,8 @@ def check(config: Config) -> xr.DataArray:
     _slice_from(pre.rows, source.sizes["y"], "rows")
     _slice_from(pre.cols, source.sizes["x"], "cols")
     _check_clahe(pre.clip_limit, pre.tile_grid_size)
+    if config.classes:
+        _check_classes(config.classes, config.cluster.n_clusters)
     return source
 
 
@@ -374,7 +376,7 @@ def run(
         out.write_small({"class_cover": class_cover})
         series["class_cover"] = class_cover
     else:
-        out.remove("cube.zarr/class_cover")
+        out.remove_variables("class_cover", "class")
     table = _cover_table(cover, series.get("class_cover"))
     trend = fit_trends(xr.Dataset(series))
     out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
@@ -425,6 +427,8 @@ def _init_label_variables(out: Output, cube: xr.Dataset, model: ClusterModel) ->
     )
     cover = cover_from_counts(cover)  # for attrs and coords only (lazy, never computed)
     cover.attrs["comment"] = "percent of the analysed pixels of each frame in each cluster"
+    # Everything that depends on the model goes: a new model may have another k.
+    out.remove_variables("labels", "cover", "cluster", "class_cover", "class")
     encoding = {
         "labels": {"chunks": (chunk_t, height, width), "fill_value": NO_DATA, "_FillValue": None},
         "cover": {"chunks": (chunk_t, k), "fill_value": np.nan, "_FillValue": None},

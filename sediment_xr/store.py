@@ -186,15 +186,22 @@ class Output:
         encoding = {"frames": {"chunks": chunks}}
         ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
 
-    def add_variables(self, variables: Mapping[str, xr.DataArray], encoding: Mapping) -> None:
-        """Add (replacing) lazily-templated variables to the cube without computing them."""
+    def remove_variables(self, *names: str) -> None:
+        """Delete arrays (variables or coordinates) of the cube that exist."""
         import zarr
 
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        for name in variables:
+        for name in names:
             if name in group:
                 del group[name]
-        ds = xr.Dataset(dict(variables))
+
+    def add_variables(self, variables: Mapping[str, xr.DataArray], encoding: Mapping) -> None:
+        """Add lazily-templated variables to the cube without computing them."""
+        import zarr
+
+        self.remove_variables(*variables)
+        group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
+        ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
         ds = ds.drop_vars([c for c in ds.coords if c in group], errors="ignore")
         ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=dict(encoding), **_ZARR_KW)
 
@@ -202,11 +209,9 @@ class Output:
         """Write small in-memory variables (e.g. class cover) into the cube, replacing them."""
         import zarr
 
+        self.remove_variables(*variables)
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        for name in variables:
-            if name in group:
-                del group[name]
-        ds = xr.Dataset(dict(variables))
+        ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
         existing = [c for c in ds.coords if c in group and c not in variables]
         ds = ds.drop_vars(existing)
         ds.to_zarr(self.zarr_store(), mode="a", **_ZARR_KW)

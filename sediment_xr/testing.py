@@ -123,7 +123,7 @@ def synthetic_series(
     priority = bright + 0.8 * _smooth_noise(luma.shape, max(size / 48, 1.0), rng)
     order = np.argsort(-priority, axis=None, kind="stable")
     n_pix = priority.size
-    texture = np.clip(0.82 + 0.18 * luma / max(luma.max(), 1.0), 0.0, 1.0)[..., None]
+    texture = np.clip(0.94 + 0.06 * luma / max(luma.max(), 1.0), 0.0, 1.0)[..., None]
     mat = MAT_RGB[None, None, :].astype(np.float32) * texture
     frames = np.empty((n_frames, size, size, 3), dtype=np.uint8)
     truth = np.empty(n_frames)

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import xarray as xr
-from conftest import LESSON, as_dask
+from conftest import as_dask
 from sklearn.cluster import KMeans
 
 import sediment_xr as sx

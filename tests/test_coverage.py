@@ -80,7 +80,9 @@ def test_merging_keeps_totals(k, seed, data):
     merged = sx.merge_classes(cov, classes)
     np.testing.assert_allclose(merged.sum("class").values, 100.0)
     for name, ids in classes.items():
-        np.testing.assert_allclose(merged.sel({"class": name}), cov.isel(cluster=ids).sum("cluster"))
+        np.testing.assert_allclose(
+            merged.sel({"class": name}), cov.isel(cluster=ids).sum("cluster")
+        )
 
 
 def test_merge_classes_lesson_example():

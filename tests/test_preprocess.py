@@ -87,9 +87,7 @@ def test_preprocess_is_lazy(shr_frames):
     assert out.chunks[0] == (2, 2)
     # spatially chunked input is made whole-frame (CLAHE needs whole frames)
     odd = shr_frames.chunk({"time": 1, "y": 256})
-    np.testing.assert_array_equal(
-        sx.enhance(odd).values, sx.enhance(shr_frames).values
-    )
+    np.testing.assert_array_equal(sx.enhance(odd).values, sx.enhance(shr_frames).values)
 
 
 @pytest.mark.parametrize("color_space", ["rgb", "bgr", "hsv", "lab"])

@@ -1,0 +1,55 @@
+"""A real multi-process dask cluster on 127.0.0.1 gives the same labels as in-process."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+from distributed import Client, LocalCluster
+
+from sediment_xr import pipeline
+from sediment_xr.config import Config, IngestConfig, PreprocessConfig
+from sediment_xr.store import Output
+from sediment_xr.testing import write_video
+
+pytestmark = pytest.mark.distributed
+
+
+@pytest.fixture(scope="module")
+def video(small_series, tmp_path_factory):
+    path = tmp_path_factory.mktemp("video") / "series.mp4"
+    return write_video(small_series["frames"], path, codec="libx264", crf=20)
+
+
+def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tmp_path):
+    """Done-when: labels on a LocalCluster with 2 worker processes equal in-process ones."""
+    config = Config(
+        input=str(video),
+        output=str(tmp_path / "local"),
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
+        classes={"sediment": (0, 1, 2), "mat": (3,)},
+    )
+    in_process = pipeline.run(config, progress=False)
+    remote = dataclasses.replace(config, output=str(tmp_path / "cluster"))
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address=None,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        pids = set(client.run(lambda: __import__("os").getpid()).values())
+        assert len(pids) == 2
+        on_cluster = pipeline.run(remote, progress=False)
+    assert in_process.model == on_cluster.model
+    a = Output(config.output).open_cube()
+    b = Output(remote.output).open_cube()
+    np.testing.assert_array_equal(a["labels"].values, b["labels"].values)
+    np.testing.assert_array_equal(a["frames"].values, b["frames"].values)
+    pd.testing.assert_frame_equal(in_process.cover, on_cluster.cover)

@@ -1,0 +1,260 @@
+"""The whole run: outputs, reuse and resume, known answers on real and synthetic data."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import yaml
+
+import sediment_xr as sx
+from sediment_xr import pipeline
+from sediment_xr.config import ClusterConfig, Config, IngestConfig, load_config
+from sediment_xr.exceptions import OutputError
+from sediment_xr.store import COMPLETE_ATTR, Output
+from sediment_xr.testing import sample_frames_dir, synthetic_series, write_video
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+def shr_config(tmp_path, **changes) -> Config:
+    config = load_config(CONFIGS / "shr_frames.yaml", [f"output={tmp_path / 'out'}"])
+    return dataclasses.replace(config, **changes)
+
+
+def open_cube(config: Config) -> xr.Dataset:
+    return Output(config.output).open_cube()
+
+
+@pytest.fixture(scope="module")
+def shr_run(tmp_path_factory):
+    config = shr_config(tmp_path_factory.mktemp("shr"))
+    return config, pipeline.run(config, progress=False)
+
+
+def test_output_folder_layout(shr_run):
+    config, _result = shr_run
+    out = Path(config.output)
+    for name in ("cube.zarr", "cover.csv", "trend.csv", "clusters.json", "model.json"):
+        assert (out / name).exists(), name
+    resolved = yaml.safe_load((out / "config.resolved.yaml").read_text())
+    assert resolved["cluster"]["n_clusters"] == 4
+    assert resolved["preprocess"]["crop"]["rows"] == [-400, None]
+
+    cover = pd.read_csv(out / "cover.csv")
+    assert list(cover.columns) == [
+        "time",
+        "frame",
+        "cluster_0",
+        "cluster_1",
+        "cluster_2",
+        "cluster_3",
+        "bg",
+        "bio",
+    ]
+    assert cover["time"].tolist() == [
+        "2022-01-01T00:00:00",
+        "2022-01-01T17:00:00",
+        "2022-01-02T10:00:00",
+        "2022-01-03T03:00:00",
+    ]
+    np.testing.assert_allclose(cover.filter(like="cluster_").sum(axis=1), 100.0)
+    np.testing.assert_allclose(cover["bio"], cover["cluster_2"] + cover["cluster_3"], atol=1e-5)
+
+    trend = pd.read_csv(out / "trend.csv")
+    assert list(trend.columns) == [
+        "name",
+        "slope_per_day",
+        "slope_per_frame",
+        "intercept",
+        "r2",
+        "p_value",
+        "ci_low",
+        "ci_high",
+        "n",
+    ]
+    assert trend["name"].tolist() == [f"cluster_{i}" for i in range(4)] + ["bg", "bio"]
+
+    clusters = json.loads((out / "clusters.json").read_text())
+    assert clusters["n_clusters"] == 4
+    assert clusters["color_space"] == "bgr"
+    assert [c["name"] for c in clusters["clusters"]] == ["bg", "bg", "bio", "bio"]
+    assert all(len(c["center_rgb"]) == 3 for c in clusters["clusters"])
+    np.testing.assert_allclose(
+        sum(c["share_percent"] for c in clusters["clusters"]), 100, atol=0.01
+    )
+
+
+def test_lesson_shares_on_the_shr_frames(shr_run):
+    """Done-when: shares sorted by brightness near the lesson's 43/33/16/7 %, bio ~23 %."""
+    config, _ = shr_run
+    clusters = json.loads((Path(config.output) / "clusters.json").read_text())["clusters"]
+    shares = [c["share_percent"] for c in clusters]  # ids are darkest first
+    np.testing.assert_allclose(shares, [43, 33, 16, 7], atol=3.0)
+    assert abs(shares[2] + shares[3] - 23.0) < 3.0
+
+
+def test_cube_is_cf_labelled_and_complete(shr_run):
+    config, _ = shr_run
+    cube = open_cube(config)
+    assert cube.attrs[COMPLETE_ATTR] is True
+    assert cube["frames"].dims == ("time", "y", "x", "channel")
+    assert cube["frames"].dtype == np.uint8
+    assert cube["labels"].dtype == np.int8
+    assert cube["labels"].attrs["flag_values"] == [-1, 0, 1, 2, 3]
+    assert cube["cover"].attrs["units"] == "percent"
+    assert cube["time"].dtype.kind == "M"
+    # zarr chunks equal dask chunks, along time only
+    assert cube["labels"].encoding["chunks"] == (2, 1024, 1024)
+    assert cube["labels"].chunks[0] == (2, 2)
+    assert list(cube["class"].values) == ["bg", "bio"]
+    # the top of the frame is outside the crop: no data
+    assert (cube["labels"].isel(y=slice(0, 624)) == sx.NO_DATA).all()
+    assert (cube["labels"].isel(y=slice(624, None)) >= 0).all()
+
+
+def test_pipeline_equals_the_lazy_api(shr_run):
+    """The fused per-chunk pipeline gives exactly the labels and cover of the public API."""
+    config, result = shr_run
+    cube = open_cube(config)
+    features = sx.preprocess(cube["frames"], rows=[-400, None], color_space="bgr")
+    labels = sx.label(features, result.model)
+    stored = cube["labels"].isel(y=slice(-400, None))
+    np.testing.assert_array_equal(stored.values, labels.values)
+    xr.testing.assert_allclose(cube["cover"].load(), sx.cover(labels).compute())
+
+
+def test_rerun_reuses_and_classes_recompute_only_outputs(tmp_path):
+    config = shr_config(tmp_path, classes=None)
+    first = pipeline.run(config, progress=False)
+    assert first.computed == ("ingest", "fit", "label")
+    assert "bio" not in first.cover.columns
+    chunk = Path(config.output, "cube.zarr", "labels", "c", "0", "0", "0")
+    stamp = chunk.stat().st_mtime_ns
+    again = pipeline.run(config, progress=False)
+    assert again.computed == ()
+    with_classes = dataclasses.replace(config, classes={"bio": (2, 3), "bg": (0, 1)})
+    third = pipeline.run(with_classes, progress=False)
+    assert third.computed == ()
+    assert chunk.stat().st_mtime_ns == stamp
+    pd.testing.assert_frame_equal(
+        third.cover.filter(like="cluster_"), first.cover.filter(like="cluster_")
+    )
+    np.testing.assert_allclose(
+        third.cover["bio"], first.cover[["cluster_2", "cluster_3"]].sum(axis=1)
+    )
+    assert "bio" in third.trend["name"].tolist()
+
+
+def test_changed_config_is_refused_unless_overwrite(tmp_path):
+    config = shr_config(tmp_path)
+    pipeline.run(config, progress=False)
+    changed = dataclasses.replace(config, cluster=ClusterConfig(n_clusters=3), classes=None)
+    with pytest.raises(OutputError, match=r"different config \(changed: cluster.n_clusters\)"):
+        pipeline.run(changed, progress=False)
+    assert open_cube(config).attrs[COMPLETE_ATTR] is True  # the old output is untouched
+    result = pipeline.run(changed, overwrite=True, progress=False)
+    assert result.computed == ("fit", "label")  # frames are reused: same input and ingest
+    assert open_cube(config).sizes["cluster"] == 3
+
+
+def test_interrupted_label_stage_resumes(tmp_path, monkeypatch):
+    config = shr_config(tmp_path)
+    reference = pipeline.run(config, progress=False)
+    expected = open_cube(config)["labels"].values
+    # Simulate a crash: chunk 1 lost its mark and its data were never written.
+    out = Output(config.output)
+    fp = config.fingerprint("model")
+    out.fs.rm(out.path(".sediment_xr", "progress", f"label-{fp}", "000001"))
+    out.fs.rm(out.path("cube.zarr", "labels", "c", "1"), recursive=True)
+    out.update_attrs(**{COMPLETE_ATTR: False})
+    calls = []
+    original = pipeline._label_chunk
+
+    def counting(*args, **kwargs):
+        calls.append(args[3])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_label_chunk", counting)
+    resumed = pipeline.run(config, progress=False)
+    assert calls == [1]
+    assert resumed.computed == ("label",)
+    np.testing.assert_array_equal(open_cube(config)["labels"].values, expected)
+    pd.testing.assert_frame_equal(resumed.cover, reference.cover)
+
+
+def test_failed_run_does_not_look_complete(tmp_path, monkeypatch):
+    config = shr_config(tmp_path)
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("worker lost")
+
+    monkeypatch.setattr(pipeline, "_label_chunk", broken)
+    with pytest.raises(RuntimeError, match="worker lost"):
+        pipeline.run(config, progress=False)
+    cube = open_cube(config)
+    assert cube.attrs[COMPLETE_ATTR] is False
+    assert not Path(config.output, "cover.csv").exists()
+    monkeypatch.undo()
+    assert pipeline.run(config, progress=False).computed == ("label",)
+    assert open_cube(config).attrs[COMPLETE_ATTR] is True
+
+
+def test_output_on_an_fsspec_url(tmp_path):
+    local = shr_config(tmp_path)
+    remote = dataclasses.replace(local, output="memory://sediment-xr-test/out")
+    a = pipeline.run(local, progress=False)
+    b = pipeline.run(remote, progress=False)
+    pd.testing.assert_frame_equal(a.cover, b.cover)
+    cube = Output(remote.output).open_cube()
+    np.testing.assert_array_equal(cube["labels"].values, open_cube(local)["labels"].values)
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    assert (
+        fs.cat("/sediment-xr-test/out/cover.csv").decode()
+        == Path(local.output, "cover.csv").read_text()
+    )
+    fs.rm("/sediment-xr-test", recursive=True)
+
+
+@pytest.mark.slow
+def test_known_mat_trend_is_recovered(tmp_path):
+    """Done-when: on a generated series the trend is within 10 % and each frame within 2 pp."""
+    series = synthetic_series(24, size=512, start_cover=20.0, slope=0.5, seed=7)
+    video = write_video(series["frames"], tmp_path / "mat.mp4", codec="libx264", crf=18)
+    config = Config(
+        input=str(video),
+        output=str(tmp_path / "out"),
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=8),
+        preprocess=dataclasses.replace(
+            Config(input="x", output="y").preprocess, rows=(-series.attrs["crop_rows"], None)
+        ),
+        classes={"sediment": (0, 1, 2), "mat": (3,)},
+    )
+    result = pipeline.run(config, progress=False)
+    truth = series["true_cover"].values
+    error = np.abs(result.cover["mat"].to_numpy() - truth)
+    assert error.max() < 2.0, error
+    mat = result.trend.set_index("name").loc["mat"]
+    planted = series.attrs["slope_per_day"]
+    assert abs(mat["slope_per_day"] - planted) < 0.1 * planted, (mat["slope_per_day"], planted)
+
+
+def test_check_refuses_bad_crop_before_writing(tmp_path):
+    config = shr_config(tmp_path)
+    bad = dataclasses.replace(
+        config, preprocess=dataclasses.replace(config.preprocess, rows=(-9000, -8000))
+    )
+    with pytest.raises(sx.InputError, match="crop needs rows inside the frame"):
+        pipeline.run(bad, progress=False)
+    assert not Path(config.output).exists()
+
+
+def test_sample_frames_dir_is_bundled():
+    assert len(list(sample_frames_dir().glob("frame_*.png"))) == 4
