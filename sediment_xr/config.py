@@ -60,12 +60,17 @@ class PreprocessConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ClusterConfig:
-    """MiniBatch KMeans on a pixel sample spread over the series."""
+    """MiniBatch KMeans on a pixel sample spread over the series.
+
+    ``model`` is the path or URL of a ``model.json`` from an earlier run of the same camera:
+    it is applied as it is, and no new model is fitted.
+    """
 
     n_clusters: int = 4
     sample_size: int = 200_000
     random_state: int = 0
     max_frames: int = 240
+    model: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -267,7 +272,7 @@ _SECTION_KEYS = {
     "preprocess": ("crop", "clahe", "color_space"),
     "preprocess.crop": ("rows", "cols"),
     "preprocess.clahe": ("clip_limit", "tile_grid_size"),
-    "cluster": ("n_clusters", "sample_size", "random_state", "max_frames"),
+    "cluster": ("n_clusters", "sample_size", "random_state", "max_frames", "model"),
     "dask": ("scheduler", "n_workers", "threads_per_worker", "memory_limit"),
 }
 
@@ -406,6 +411,7 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
                 high=100_000,
                 fix="Use e.g. max_frames: 240.",
             ),
+            model=_model_path(clu.get("model"), base_dir),
         ),
         classes=_classes(data.get("classes"), clu.get("n_clusters", 4)),
         dask=DaskConfig(
@@ -423,6 +429,12 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
             memory_limit=str(memory_limit),
         ),
     )
+
+
+def _model_path(value: Any, base_dir: str | Path | None) -> str | None:
+    fix = "Use e.g. model: results/shr_frames/model.json, or leave it out to fit a model."
+    value = _optional_str("cluster.model", value, fix)
+    return None if value is None else _resolve(value, base_dir)
 
 
 def _is_url(path: str) -> bool:
@@ -549,6 +561,7 @@ def load_config(
         )
     merged = {**(defaults or {}), **data}
     from_file = {k for k in ("input", "output") if k in data}
+    model_from_file = isinstance(data.get("cluster"), Mapping) and "model" in data["cluster"]
     merged = apply_overrides(merged, overrides)
     overridden = {o.split("=", 1)[0].strip() for o in overrides}
     config = config_from_dict(merged, base_dir=None)
@@ -558,6 +571,10 @@ def load_config(
     changes = {
         key: _resolve(getattr(config, key), base) for key in from_file if key not in overridden
     }
+    if model_from_file and "cluster.model" not in overridden and config.cluster.model:
+        changes["cluster"] = dataclasses.replace(
+            config.cluster, model=_resolve(config.cluster.model, base)
+        )
     return dataclasses.replace(config, **changes) if changes else config
 
 

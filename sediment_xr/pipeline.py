@@ -202,6 +202,8 @@ def check(config: Config) -> xr.DataArray:
     _check_clahe(pre.clip_limit, pre.tile_grid_size)
     if config.classes:
         _check_classes(config.classes, config.cluster.n_clusters)
+    if config.cluster.model:
+        load_model(config.cluster.model, config)
     return source
 
 
@@ -312,8 +314,15 @@ def run(
         model = ClusterModel.from_json(
             out.read_text("model.json"), source=out.url_of("model.json")
         )
+    cl = config.cluster
+    if model is None and cl.model:
+        model = load_model(cl.model, config)
+        log(f"cluster: applying {model!r} from {cl.model}")
+        out.write_text("model.json", model.to_json())
+        out.clear_progress("label")
+        _init_label_variables(out, cube, model)
+        computed.append("model")
     if model is None:
-        cl = config.cluster
         log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
         features = preprocess(
             cube["frames"],
@@ -391,6 +400,40 @@ def run(
     return RunResult(
         output=config.output, cover=table, trend=trend, model=model, computed=tuple(computed)
     )
+
+
+def load_model(path: str, config: Config) -> ClusterModel:
+    """Read a ``model.json`` (path or URL) and check it fits the config's preprocessing."""
+    from fsspec.core import url_to_fs
+
+    options = dict(config.storage_options) if "://" in path else {}
+    fs, fs_path = url_to_fs(path, **options)
+    if not fs.exists(fs_path):
+        raise InputError(
+            f"cluster.model {path} does not exist. Give the model.json of an earlier run, "
+            "or leave cluster.model out to fit a model."
+        )
+    model = ClusterModel.from_json(fs.cat(fs_path).decode("utf-8"), source=path)
+    pre = config.preprocess
+    wanted = {
+        "color_space": pre.color_space,
+        "n_clusters": config.cluster.n_clusters,
+        "rows": list(pre.rows) if pre.rows is not None else None,
+        "cols": list(pre.cols) if pre.cols is not None else None,
+        "clip_limit": float(pre.clip_limit),
+        "tile_grid_size": list(pre.tile_grid_size),
+    }
+    seen = {"color_space": model.color_space, "n_clusters": model.n_clusters}
+    seen |= {k: model.preprocess.get(k) for k in ("rows", "cols", "clip_limit", "tile_grid_size")}
+    diff = [
+        f"{k}: model {seen[k]!r}, config {wanted[k]!r}" for k in wanted if seen[k] != wanted[k]
+    ]
+    if diff:
+        raise InputError(
+            f"cluster.model {path} was fitted with other settings ({'; '.join(diff)}). Set the "
+            "config's preprocess and n_clusters to the model's, or fit a new model."
+        )
+    return model
 
 
 def _history(previous: str, computed: Sequence[str]) -> str:

@@ -48,3 +48,11 @@ def rng_labels(shape, k, seed=0, no_data_fraction=0.1) -> np.ndarray:
     labels = rng.integers(0, k, size=shape).astype(np.int8)
     labels[rng.random(shape) < no_data_fraction] = sx.NO_DATA
     return labels
+
+
+def assert_identical_except_history(a: xr.DataArray, b: xr.DataArray) -> None:
+    """Identical values, coords and attrs; ``history`` lines carry a clock time, so not it."""
+    a, b = a.copy(), b.copy()
+    for obj in (a, b):
+        obj.attrs.pop("history", None)
+    xr.testing.assert_identical(a, b)

@@ -209,7 +209,8 @@ def test_unknown_top_level_key_lists_valid_keys(tmp_path):
         (
             "cluster:\n  n_cluster: 5\n",
             "cluster.n_cluster",
-            "cluster.n_clusters, cluster.sample_size, cluster.random_state, cluster.max_frames",
+            "cluster.n_clusters, cluster.sample_size, cluster.random_state, cluster.max_frames, "
+            "cluster.model",
         ),
         (
             "preprocess:\n  crop:\n    row: [-200, null]\n",
@@ -636,7 +637,7 @@ def test_to_dict_is_the_file_layout():
         "clahe": {"clip_limit": 3.5, "tile_grid_size": [4, 2]},
         "color_space": "lab",
     }
-    assert data["cluster"] == FULL["cluster"]
+    assert data["cluster"] == {**FULL["cluster"], "model": None}
     assert data["classes"] == FULL["classes"]
     assert data["dask"] == FULL["dask"]
     assert data["storage_options"] == {"anon": True}

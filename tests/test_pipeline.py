@@ -258,3 +258,26 @@ def test_check_refuses_bad_crop_before_writing(tmp_path):
 
 def test_sample_frames_dir_is_bundled():
     assert len(list(sample_frames_dir().glob("frame_*.png"))) == 4
+
+
+def test_a_stored_model_is_applied_to_another_run(shr_run, tmp_path):
+    """cluster.model applies an earlier run's model.json: no refit, identical labels."""
+    config, first = shr_run
+    model_path = str(Path(config.output) / "model.json")
+    reuse = dataclasses.replace(
+        config,
+        output=str(tmp_path / "reuse"),
+        cluster=dataclasses.replace(config.cluster, model=model_path, random_state=99),
+    )
+    result = pipeline.run(reuse, progress=False)
+    assert result.computed == ("ingest", "model", "label")
+    assert result.model == first.model
+    pd.testing.assert_frame_equal(result.cover, first.cover)
+    mismatch = dataclasses.replace(
+        reuse,
+        output=str(tmp_path / "mismatch"),
+        preprocess=dataclasses.replace(config.preprocess, color_space="lab"),
+    )
+    with pytest.raises(sx.InputError, match=r"fitted with other settings \(color_space"):
+        pipeline.run(mismatch, progress=False)
+    assert not Path(mismatch.output).exists()
