@@ -19,6 +19,7 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
+from sediment_xr import accessor  # noqa: F401  (registers the .sediment accessor)
 from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, label, sample_pixels
 from sediment_xr.coverage import classes_from_names, cover, merge_classes
 from sediment_xr.exceptions import (

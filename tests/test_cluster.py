@@ -168,3 +168,18 @@ def test_model_validation():
         ClusterModel(centers=((0, 0, 0), (300, 0, 0)), color_space="bgr")
     with pytest.raises(ModelError, match="2 to 100 centres"):
         ClusterModel(centers=((0, 0, 0),), color_space="bgr")
+
+
+def test_accessor_chains_the_plain_functions(shr_frames, shr_model):
+    via_accessor = (
+        as_dask(shr_frames)
+        .sediment.preprocess(rows=[-400, None], color_space="bgr")
+        .sediment.label(shr_model)
+        .sediment.cover()
+    )
+    plain = sx.cover(sx.label(sx.preprocess(shr_frames, rows=[-400, None]), shr_model))
+    np.testing.assert_array_equal(via_accessor.values, plain.values)
+    merged = via_accessor.sediment.merge_classes({"bio": [2, 3]})
+    np.testing.assert_allclose(
+        merged.sel({"class": "bio"}), plain.isel(cluster=[2, 3]).sum("cluster")
+    )
