@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 @contextlib.contextmanager
-def _dask_client(scheduler: str | None, dask_config) -> Iterator[object]:
+def _dask_client(scheduler: str | None, dask_config, quiet: bool = False) -> Iterator[object]:
     """Connect to ``scheduler`` or start an embedded LocalCluster on 127.0.0.1."""
     from distributed import Client, LocalCluster
 
@@ -91,11 +91,13 @@ def _dask_client(scheduler: str | None, dask_config) -> Iterator[object]:
             threads_per_worker=dask_config.threads_per_worker,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",  # a free port: never clashes with another cluster
             memory_limit=dask_config.memory_limit,
         ) as cluster,
         Client(cluster) as client,
     ):
+        if not quiet:
+            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
         yield client
 
 
@@ -105,7 +107,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     source = check(config)  # bad input fails here, before a cluster starts or a file is written
-    with _dask_client(args.scheduler, config.dask):
+    with _dask_client(args.scheduler, config.dask, quiet=args.quiet):
         result = run(config, overwrite=args.overwrite, progress=not args.quiet, source=source)
     print(result.output)
     return 0

@@ -36,7 +36,7 @@ from sediment_xr.store import (
     prepare_progress,
     write_frames_chunk,
 )
-from sediment_xr.trend import fit_trends
+from sediment_xr.trend import fit_trends, summary_statistics, trend_summaries
 
 __all__ = ["RunResult", "check", "open_input", "run"]
 
@@ -46,6 +46,7 @@ OUTPUT_FILES = (
     "cube.zarr",
     "cover.csv",
     "trend.csv",
+    "trend_summary.txt",
     "clusters.json",
     "model.json",
     "config.resolved.yaml",
@@ -390,6 +391,7 @@ def run(
     trend = fit_trends(xr.Dataset(series))
     out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
     out.write_text("trend.csv", trend.to_csv(index=False, float_format="%.8g"))
+    out.write_text("trend_summary.txt", _summary_text(xr.Dataset(series), trend))
     out.write_text("clusters.json", json.dumps(_clusters_json(model, cover, config), indent=2))
     out.write_text("config.resolved.yaml", dump_config(config))
     state.setdefault("stages", {})
@@ -434,6 +436,19 @@ def load_model(path: str, config: Config) -> ClusterModel:
             "config's preprocess and n_clusters to the model's, or fit a new model."
         )
     return model
+
+
+def _summary_text(series: xr.Dataset, trend: pd.DataFrame) -> str:
+    with pd.option_context("display.width", 160, "display.max_columns", 50):
+        stats = summary_statistics(series).round(4).to_string()
+        table = trend.set_index("name").to_string(float_format=lambda v: f"{v:.6g}")
+    return (
+        "Percent cover: summary statistics per cluster and class\n\n"
+        f"{stats}\n\n"
+        "Trends (slope per day; HAC = Newey-West standard errors, robust to autocorrelation)\n\n"
+        f"{table}\n\n"
+        f"{trend_summaries(series)}\n"
+    )
 
 
 def _history(previous: str, computed: Sequence[str]) -> str:

@@ -1,6 +1,17 @@
-"""Linear trends of cover over real time (per day) and over frame index (statsmodels OLS)."""
+"""Trends of cover over real time (per day) and over frame index, honest about autocorrelation.
+
+For every cluster and class: ordinary least squares of cover on days since the first frame
+and on frame index (statsmodels), with R², p-value and confidence interval of the per-day
+slope; the Durbin-Watson statistic of the residuals in time order; and Newey-West (HAC)
+standard errors beside the plain ones, because a time-lapse series is autocorrelated and plain
+OLS standard errors then understate the uncertainty.
+"""
 
 from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -8,9 +19,16 @@ import xarray as xr
 
 from sediment_xr.exceptions import InputError
 
-__all__ = ["TREND_COLUMNS", "fit_trends"]
+__all__ = [
+    "HAC_COLUMNS",
+    "TREND_COLUMNS",
+    "fit_trends",
+    "summary_statistics",
+    "trend_dataset",
+    "trend_summaries",
+]
 
-#: Columns of ``trend.csv`` and of :func:`fit_trends`'s table.
+#: The first columns of ``trend.csv`` (other tools read them; keep these names).
 TREND_COLUMNS = (
     "name",
     "slope_per_day",
@@ -22,82 +40,222 @@ TREND_COLUMNS = (
     "ci_high",
     "n",
 )
+#: Columns after :data:`TREND_COLUMNS`: plain and HAC standard errors of the per-day slope,
+#: HAC p-value and confidence interval, the HAC lag length and Durbin-Watson.
+HAC_COLUMNS = (
+    "se",
+    "se_hac",
+    "p_value_hac",
+    "ci_low_hac",
+    "ci_high_hac",
+    "hac_maxlags",
+    "durbin_watson",
+)
 
 
-def _ols(x: np.ndarray, y: np.ndarray):
+def newey_west_lags(n: int) -> int:
+    """Newey-West's rule of thumb for the HAC lag length: ``floor(4 (n / 100) ** (2 / 9))``."""
+    return math.floor(4 * (n / 100) ** (2 / 9)) if n > 0 else 0
+
+
+@dataclasses.dataclass
+class _Fit:
+    name: str
+    times: pd.DatetimeIndex
+    days: np.ndarray
+    frames: np.ndarray
+    y: np.ndarray
+    day: object  # statsmodels results, plain
+    hac: object  # same model, HAC covariance
+    frame: object  # OLS on frame index
+
+
+def _as_2d(series: xr.DataArray) -> tuple[xr.DataArray, str]:
+    if "time" not in series.dims or series.ndim != 2:
+        raise InputError(
+            f"trends need cover with dims (time, cluster) or (time, class), but got "
+            f"{series.dims}. Pass sediment_xr.cover(...) or merge_classes(...)."
+        )
+    other = next(d for d in series.dims if d != "time")
+    return series.transpose("time", other).load(), other
+
+
+def _series_name(dim: str, value) -> str:
+    return f"cluster_{int(value)}" if dim == "cluster" else str(value)
+
+
+def _iter_fits(series: xr.DataArray | xr.Dataset, hac_maxlags: int | None) -> Iterator[_Fit]:
+    """Fit every series; yields a _Fit (with None fits where fewer than 3 frames)."""
     import statsmodels.api as sm
 
-    return sm.OLS(y, sm.add_constant(x, has_constant="add")).fit()
+    if isinstance(series, xr.Dataset):
+        for var in series.data_vars:
+            yield from _iter_fits(series[var], hac_maxlags)
+        return
+    series, other = _as_2d(series)
+    times_all = pd.DatetimeIndex(series["time"].values)
+    days_all = ((times_all - times_all[0]) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
+    frames_all = (
+        np.asarray(series["frame"].values, dtype=np.float64)
+        if "frame" in series.coords
+        else np.arange(series.sizes["time"], dtype=np.float64)
+    )
+    for j, value in enumerate(series[other].values):
+        y_all = np.asarray(series.values[:, j], dtype=np.float64)
+        ok = np.isfinite(y_all)
+        days, frames, y = days_all[ok], frames_all[ok], y_all[ok]
+        fit = _Fit(_series_name(other, value), times_all[ok], days, frames, y, None, None, None)
+        if ok.sum() >= 3 and np.ptp(days) > 0:
+            x_day = sm.add_constant(days, has_constant="add")
+            model = sm.OLS(y, x_day)
+            fit.day = model.fit()
+            lags = newey_west_lags(len(y)) if hac_maxlags is None else int(hac_maxlags)
+            fit.hac = model.fit(cov_type="HAC", cov_kwds={"maxlags": lags})
+            fit.frame = sm.OLS(y, sm.add_constant(frames, has_constant="add")).fit()
+        yield fit
 
 
-def fit_trends(series: xr.DataArray | xr.Dataset, *, alpha: float = 0.05) -> pd.DataFrame:
+def _row(fit: _Fit, alpha: float) -> dict:
+    from statsmodels.stats.stattools import durbin_watson
+
+    row = dict.fromkeys((*TREND_COLUMNS, *HAC_COLUMNS), np.nan)
+    row["name"] = fit.name
+    row["n"] = len(fit.y)
+    if fit.day is None:
+        return row
+    low, high = fit.day.conf_int(alpha=alpha)[1]
+    low_hac, high_hac = fit.hac.conf_int(alpha=alpha)[1]
+    row.update(
+        slope_per_day=float(fit.day.params[1]),
+        slope_per_frame=float(fit.frame.params[1]),
+        intercept=float(fit.day.params[0]),
+        r2=float(fit.day.rsquared),
+        p_value=float(fit.day.pvalues[1]),
+        ci_low=float(low),
+        ci_high=float(high),
+        se=float(fit.day.bse[1]),
+        se_hac=float(fit.hac.bse[1]),
+        p_value_hac=float(fit.hac.pvalues[1]),
+        ci_low_hac=float(low_hac),
+        ci_high_hac=float(high_hac),
+        hac_maxlags=int(fit.hac.cov_kwds["maxlags"]),
+        durbin_watson=float(durbin_watson(fit.day.resid)),
+    )
+    return row
+
+
+def fit_trends(
+    series: xr.DataArray | xr.Dataset, *, alpha: float = 0.05, hac_maxlags: int | None = None
+) -> pd.DataFrame:
     """Fit ordinary least squares of each cover series on time and on frame index.
 
     Parameters
     ----------
     series : xarray.DataArray or xarray.Dataset
-        Cover ``(time, name)`` where the second dim holds the series (``cluster`` or
-        ``class``), or a Dataset of such arrays (all series are fitted). Must have a
-        ``time`` coordinate of datetime64 and may have a ``frame`` coordinate (frame index;
-        positions are used otherwise).
+        Cover ``(time, cluster)`` or ``(time, class)``, or a Dataset of such arrays (all are
+        fitted). Needs a datetime64 ``time`` coordinate; a ``frame`` coordinate gives the
+        frame index (positions otherwise).
     alpha : float, default 0.05
-        ``1 - alpha`` is the level of the confidence interval of the per-day slope.
+        ``1 - alpha`` is the level of the confidence intervals of the per-day slope.
+    hac_maxlags : int, optional
+        Lags of the Newey-West (HAC) covariance; by default ``floor(4 (n / 100) ** (2/9))``.
 
     Returns
     -------
     pandas.DataFrame
-        One row per series with :data:`TREND_COLUMNS`: the slope per day and per frame (in
-        percentage points), the intercept (cover at the first frame's time, from the per-day
-        fit), R², p-value and confidence interval of the per-day slope, and the number of
-        frames used (frames with NaN cover are left out).
+        One row per series: :data:`TREND_COLUMNS` (slope per day and per frame in percentage
+        points, intercept = cover at the first frame's time, R², p-value and CI of the
+        per-day slope, frames used) then :data:`HAC_COLUMNS`. Frames with NaN cover are left
+        out; series with fewer than 3 frames get NaN statistics.
 
     Notes
     -----
     Computes: loads the (small) cover series.
     """
-    if isinstance(series, xr.Dataset):
-        tables = [fit_trends(series[v], alpha=alpha) for v in series.data_vars]
-        return pd.concat(tables, ignore_index=True)
-    if "time" not in series.dims or series.ndim != 2:
-        raise InputError(
-            f"fit_trends needs cover with dims (time, cluster) or (time, class), but got "
-            f"{series.dims}."
-        )
-    other = next(d for d in series.dims if d != "time")
-    series = series.transpose("time", other).load()
-    times = pd.DatetimeIndex(series["time"].values)
-    days = ((times - times[0]) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
-    frames = (
-        np.asarray(series["frame"].values, dtype=np.float64)
-        if "frame" in series.coords
-        else np.arange(series.sizes["time"], dtype=np.float64)
+    rows = [_row(fit, alpha) for fit in _iter_fits(series, hac_maxlags)]
+    table = pd.DataFrame(rows, columns=[*TREND_COLUMNS, *HAC_COLUMNS])
+    table["n"] = table["n"].astype(np.int64)
+    return table
+
+
+def trend_dataset(
+    series: xr.DataArray | xr.Dataset, *, alpha: float = 0.05, hac_maxlags: int | None = None
+) -> xr.Dataset:
+    """Trend statistics, fitted lines and residuals as an xarray Dataset (for notebooks).
+
+    Returns
+    -------
+    xarray.Dataset
+        Every column of :func:`fit_trends` as a variable along ``name``, plus ``fitted`` and
+        ``residual`` ``(time, name)`` of the per-day fit, in time order.
+    """
+    fits = list(_iter_fits(series, hac_maxlags))
+    table = pd.DataFrame([_row(f, alpha) for f in fits]).set_index("name")
+    ds = xr.Dataset.from_dataframe(table)
+    times = pd.DatetimeIndex(sorted(set().union(*[set(f.times) for f in fits]))) if fits else []
+    fitted = np.full((len(times), len(fits)), np.nan)
+    resid = np.full_like(fitted, np.nan)
+    position = {t: i for i, t in enumerate(times)}
+    for j, fit in enumerate(fits):
+        if fit.day is None:
+            continue
+        rows = [position[t] for t in fit.times]
+        fitted[rows, j] = fit.day.fittedvalues
+        resid[rows, j] = fit.day.resid
+    ds["fitted"] = (("time", "name"), fitted, {"long_name": "OLS fit on time", "units": "percent"})
+    ds["residual"] = (
+        ("time", "name"),
+        resid,
+        {"long_name": "residual of the OLS fit on time, in time order", "units": "percent"},
     )
-    names = [_series_name(other, v) for v in series[other].values]
-    rows = []
-    for j, name in enumerate(names):
-        y = np.asarray(series.values[:, j], dtype=np.float64)
-        ok = np.isfinite(y)
-        row = dict.fromkeys(TREND_COLUMNS, np.nan)
-        row["name"] = name
-        row["n"] = int(ok.sum())
-        if ok.sum() >= 3 and np.ptp(days[ok]) > 0:
-            fit_day = _ols(days[ok], y[ok])
-            fit_frame = _ols(frames[ok], y[ok])
-            low, high = fit_day.conf_int(alpha=alpha)[1]
-            row.update(
-                slope_per_day=float(fit_day.params[1]),
-                slope_per_frame=float(fit_frame.params[1]),
-                intercept=float(fit_day.params[0]),
-                r2=float(fit_day.rsquared),
-                p_value=float(fit_day.pvalues[1]),
-                ci_low=float(low),
-                ci_high=float(high),
-            )
-        rows.append(row)
-    return pd.DataFrame(rows, columns=list(TREND_COLUMNS))
+    ds = ds.assign_coords(time=np.asarray(times, dtype="datetime64[ns]"))
+    units = {
+        "slope_per_day": "percent day-1",
+        "slope_per_frame": "percent frame-1",
+        "intercept": "percent",
+        "se": "percent day-1",
+        "se_hac": "percent day-1",
+    }
+    for var, unit in units.items():
+        ds[var].attrs["units"] = unit
+    ds.attrs["comment"] = (
+        "OLS of percent cover on days since the first frame; HAC = Newey-West standard errors"
+    )
+    return ds
 
 
-def _series_name(dim: str, value) -> str:
-    if dim == "cluster":
-        return f"cluster_{int(value)}"
-    return str(value)
+def summary_statistics(series: xr.DataArray | xr.Dataset) -> pd.DataFrame:
+    """Count, mean, std, min, quartiles and max of every series (the lesson's ``describe``)."""
+    if isinstance(series, xr.Dataset):
+        parts = [summary_statistics(series[v]) for v in series.data_vars]
+        return pd.concat(parts, axis=1)
+    series, other = _as_2d(series)
+    frame = pd.DataFrame(
+        series.values, columns=[_series_name(other, v) for v in series[other].values]
+    )
+    return frame.describe()
+
+
+def trend_summaries(series: xr.DataArray | xr.Dataset, *, hac_maxlags: int | None = None) -> str:
+    """The full statsmodels summaries (plain and HAC) of every per-day fit, as text."""
+    import warnings
+
+    blocks = []
+    for fit in _iter_fits(series, hac_maxlags):
+        title = (
+            f"=== {fit.name}: percent cover ~ days since {fit.times[0] if len(fit.times) else '-'}"
+        )
+        if fit.day is None:
+            blocks.append(f"{title}\nfewer than 3 frames with cover: no fit\n")
+            continue
+        names = {"yname": fit.name, "xname": ["intercept", "days"]}
+        with warnings.catch_warnings():
+            # statsmodels warns that its normality tests need >= 8 frames; the tables say so.
+            warnings.simplefilter("ignore")
+            plain, robust = fit.day.summary(**names), fit.hac.summary(**names)
+        blocks.append(
+            f"{title} (ordinary least squares)\n{plain}\n\n"
+            f"{title} (Newey-West HAC standard errors, maxlags="
+            f"{fit.hac.cov_kwds['maxlags']})\n{robust}\n"
+        )
+    return "\n\n".join(blocks)

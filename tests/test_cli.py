@@ -37,7 +37,7 @@ def no_cluster(monkeypatch):
     """Fail loudly instead of starting a dask cluster; record how it was asked for."""
     calls = []
 
-    def fake_dask_client(scheduler, dask_config):
+    def fake_dask_client(scheduler, dask_config, quiet=False):
         calls.append((scheduler, dask_config))
         raise ClusterStarted("the CLI tried to start a dask cluster")
 

@@ -40,7 +40,7 @@ def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tm
             threads_per_worker=1,
             processes=True,
             host="127.0.0.1",
-            dashboard_address=None,
+            dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster) as client,
     ):
