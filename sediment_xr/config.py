@@ -27,6 +27,7 @@ __all__ = [
     "DaskConfig",
     "IngestConfig",
     "PreprocessConfig",
+    "ReportConfig",
     "apply_overrides",
     "config_from_dict",
     "load_config",
@@ -84,6 +85,17 @@ class DaskConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class ReportConfig:
+    """What is drawn and written for the analyst besides the tables."""
+
+    html: bool = True
+    video: bool = True
+    video_fps: int = 10
+    png_frames: tuple[int, ...] = ()
+    example_frame: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """A whole run of ``sediment-xr run``."""
 
@@ -95,6 +107,7 @@ class Config:
     classes: Mapping[str, tuple[int, ...]] | None = None
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     dask: DaskConfig = DaskConfig()
+    report: ReportConfig = ReportConfig()
 
     def to_dict(self) -> dict[str, Any]:
         """Return the config as plain YAML-able data, in the file layout."""
@@ -123,6 +136,10 @@ class Config:
             if self.classes is None
             else {k: list(v) for k, v in self.classes.items()},
             "dask": dataclasses.asdict(self.dask),
+            "report": {
+                **dataclasses.asdict(self.report),
+                "png_frames": list(self.report.png_frames),
+            },
         }
 
     def fingerprint(self, stage: str) -> str:
@@ -266,6 +283,7 @@ _TOP_KEYS = (
     "cluster",
     "classes",
     "dask",
+    "report",
 )
 _SECTION_KEYS = {
     "ingest": ("fps", "resize", "start_time", "frame_interval", "chunk_frames"),
@@ -274,6 +292,7 @@ _SECTION_KEYS = {
     "preprocess.clahe": ("clip_limit", "tile_grid_size"),
     "cluster": ("n_clusters", "sample_size", "random_state", "max_frames", "model"),
     "dask": ("scheduler", "n_workers", "threads_per_worker", "memory_limit"),
+    "report": ("html", "video", "video_fps", "png_frames", "example_frame"),
 }
 
 
@@ -320,6 +339,7 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
     clahe = _section(pre, "preprocess.clahe")
     clu = _section(data, "cluster")
     dsk = _section(data, "dask")
+    rep = _section(data, "report")
     storage = data.get("storage_options") or {}
     if not isinstance(storage, Mapping):
         raise _fail(
@@ -427,6 +447,44 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
                 fix="Use e.g. threads_per_worker: 1.",
             ),
             memory_limit=str(memory_limit),
+        ),
+        report=_report(rep),
+    )
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise _fail(key, "true or false", value, f"Use {key.rsplit('.', 1)[-1]}: true.")
+    return value
+
+
+def _report(rep: Mapping[str, Any]) -> ReportConfig:
+    frames_fix = "Use e.g. png_frames: [0, 10] (frame positions), or [] for none."
+    png = rep.get("png_frames") or []
+    if not isinstance(png, list | tuple):
+        raise _fail("report.png_frames", "a list of frame positions", png, frames_fix)
+    example = rep.get("example_frame")
+    return ReportConfig(
+        html=_bool("report.html", rep.get("html", True)),
+        video=_bool("report.video", rep.get("video", True)),
+        video_fps=_int(
+            "report.video_fps",
+            rep.get("video_fps", 10),
+            low=1,
+            high=240,
+            fix="Use e.g. video_fps: 10.",
+        ),
+        png_frames=tuple(
+            _int("report.png_frames", v, low=0, high=10**7, fix=frames_fix) for v in png
+        ),
+        example_frame=None
+        if example is None
+        else _int(
+            "report.example_frame",
+            example,
+            low=0,
+            high=10**7,
+            fix="Use a frame position, or null for the middle frame.",
         ),
     )
 

@@ -50,6 +50,9 @@ OUTPUT_FILES = (
     "clusters.json",
     "model.json",
     "config.resolved.yaml",
+    "segmented.mp4",
+    "segmented",
+    "report.html",
     ".sediment_xr",
 )
 
@@ -394,6 +397,8 @@ def run(
     out.write_text("trend_summary.txt", _summary_text(xr.Dataset(series), trend))
     out.write_text("clusters.json", json.dumps(_clusters_json(model, cover, config), indent=2))
     out.write_text("config.resolved.yaml", dump_config(config))
+    clusters = _clusters_json(model, cover, config)
+    _write_visuals(out, cube, model, config, computed, series, trend, clusters["clusters"], log)
     state.setdefault("stages", {})
     state["stages"].update(ingest="complete", label="complete", outputs="complete")
     out.update_attrs(history=_history(cube.attrs.get("history", ""), computed))
@@ -402,6 +407,133 @@ def run(
     return RunResult(
         output=config.output, cover=table, trend=trend, model=model, computed=tuple(computed)
     )
+
+
+def _write_visuals(
+    out: Output,
+    cube: xr.Dataset,
+    model: ClusterModel,
+    config: Config,
+    computed: list[str],
+    series: dict[str, xr.DataArray],
+    trend: pd.DataFrame,
+    clusters: list[dict[str, Any]],
+    log: Callable[[str], None],
+) -> None:
+    """segmented.mp4, segmented PNGs and report.html (painted from the stored labels)."""
+    from sediment_xr.segment import write_segmented_pngs, write_segmented_video
+
+    rep = config.report
+    labels = cube["labels"]
+    colors = model.center_rgb
+    n_time = labels.sizes["time"]
+    if rep.video and ("label" in computed or not out.exists("segmented.mp4")):
+        log("segmented.mp4: painting the stored labels")
+        n = write_segmented_video(
+            labels,
+            colors,
+            out.url_of("segmented.mp4"),
+            fps=rep.video_fps,
+            storage_options=dict(config.storage_options) or None,
+        )
+        computed.append("video")
+        if n != n_time:  # pragma: no cover - guarded by write_segmented_video's loop
+            raise OutputError(f"segmented.mp4 has {n} frames but the cube {n_time}.")
+    bad = [p for p in rep.png_frames if p >= n_time]
+    if bad:
+        raise InputError(
+            f"report.png_frames needs positions below {n_time} (the number of frames), but "
+            f"got {bad}. Use positions 0 to {n_time - 1}."
+        )
+    if rep.png_frames:
+        fs = out.fs
+
+        def write_bytes(name: str, data: bytes) -> None:
+            fs.makedirs(out.path("segmented"), exist_ok=True)
+            fs.pipe(out.path(name), data)
+
+        write_segmented_pngs(labels, colors, rep.png_frames, write_bytes)
+    if rep.html:
+        from sediment_xr.report import build_report
+
+        html = build_report(**_report_inputs(cube, model, config, series, trend, clusters))
+        out.write_text("report.html", html)
+
+
+def _report_inputs(
+    cube: xr.Dataset,
+    model: ClusterModel,
+    config: Config,
+    series: dict[str, xr.DataArray],
+    trend: pd.DataFrame,
+    clusters: list[dict[str, Any]],
+) -> dict[str, Any]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sediment_xr.preprocess import enhance
+    from sediment_xr.segment import analysed_window, overlay, paint
+
+    n_time = cube.sizes["time"]
+    pos = config.report.example_frame
+    pos = n_time // 2 if pos is None else min(pos, n_time - 1)
+    labels = cube["labels"].isel(time=[pos])
+    ys, xs = analysed_window(labels)
+    original = cube["frames"].isel(time=[pos], y=ys, x=xs).load()
+    enhanced = enhance(
+        original,
+        clip_limit=config.preprocess.clip_limit,
+        tile_grid_size=config.preprocess.tile_grid_size,
+    )
+    segmented = paint(labels.isel(y=ys, x=xs), model.center_rgb).load()
+    example = {
+        "original": original.values[0],
+        "enhanced": enhanced.values[0],
+        "segmented": segmented.values[0],
+        "overlay": overlay(original, segmented).values[0],
+        "label": f"frame {pos} at {pd.Timestamp(cube['time'].values[pos]).isoformat()}",
+    }
+    times = pd.DatetimeIndex(cube["time"].values)
+    versions = {}
+    for package in (
+        "sediment_xr",
+        "numpy",
+        "xarray",
+        "dask",
+        "distributed",
+        "zarr",
+        "scikit-learn",
+        "dask-ml",
+        "opencv-python-headless",
+        "av",
+        "statsmodels",
+        "hvplot",
+        "bokeh",
+    ):
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    data = xr.Dataset(series)
+    return {
+        "cover": series["cover"],
+        "class_cover": series.get("class_cover"),
+        "trend": trend,
+        "stats": summary_statistics(data),
+        "clusters": clusters,
+        "example": example,
+        "summary": {
+            "input": config.input,
+            "output": config.output,
+            "frames": str(n_time),
+            "time span": f"{times[0].isoformat()} to {times[-1].isoformat()}",
+            "frame size": f"{cube.sizes['x']} x {cube.sizes['y']} pixels",
+            "analysed window": f"rows {ys.start}-{ys.stop - 1}, columns {xs.start}-{xs.stop - 1}",
+            "clusters": f"{model.n_clusters} ({model.color_space}), sample of "
+            f"{model.sample_size} pixels from {model.n_frames_sampled} frames",
+        },
+        "config_yaml": dump_config(config),
+        "versions": versions,
+    }
 
 
 def load_model(path: str, config: Config) -> ClusterModel:

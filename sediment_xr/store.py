@@ -88,8 +88,11 @@ class Output:
 
     # -- files ----------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
-        """Whether a file or folder of the output exists."""
-        return self.fs.exists(self.path(*parts))
+        """Whether a file or folder of the output exists (asking the store, not a cache)."""
+        fs = self.fs
+        path = self.path(*parts)
+        fs.invalidate_cache(path)
+        return fs.exists(path)
 
     def write_text(self, name: str, text: str) -> None:
         """Write a text file of the folder in one piece (temporary name, then rename)."""
@@ -124,6 +127,8 @@ class Output:
         """Indices of chunks whose mark exists."""
         fs = self.fs
         folder = self.progress_dir(stage, fingerprint)
+        # Marks are written by worker processes: never trust this process's listing cache.
+        fs.invalidate_cache(folder)
         if not fs.exists(folder):
             return set()
         names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)]

@@ -1,0 +1,77 @@
+"""Output on a real S3-compatible server (moto) on 127.0.0.1 equals a local run."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from sediment_xr import pipeline
+from sediment_xr.config import Config, IngestConfig, PreprocessConfig, ReportConfig
+from sediment_xr.store import Output
+from sediment_xr.testing import write_video
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on 127.0.0.1 (free port) with an empty bucket; stopped afterwards."""
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        options = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
+        }
+        fs = s3fs.S3FileSystem(**options)
+        fs.mkdir("sediment-xr-test")
+        yield fs, options
+    finally:
+        server.stop()
+
+
+def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
+    fs, options = s3
+    video = write_video(small_series["frames"], tmp_path / "series.mp4", crf=20)
+    local = Config(
+        input=str(video),
+        output=str(tmp_path / "local"),
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
+        classes={"sediment": (0, 1, 2), "mat": (3,)},
+        report=ReportConfig(html=False, video=True),
+    )
+    remote = dataclasses.replace(
+        local, output="s3://sediment-xr-test/run", storage_options=options
+    )
+    a = pipeline.run(local, progress=False)
+    b = pipeline.run(remote, progress=False)
+    # CSVs read back from the bucket equal the local files
+    for name in ("cover.csv", "trend.csv", "clusters.json", "model.json"):
+        assert fs.cat(f"sediment-xr-test/run/{name}") == (tmp_path / "local" / name).read_bytes()
+    pd.testing.assert_frame_equal(
+        pd.read_csv(io.BytesIO(fs.cat("sediment-xr-test/run/cover.csv"))), a.cover
+    )
+    pd.testing.assert_frame_equal(a.trend, b.trend)
+    # the store read back from the bucket equals the local store
+    cube = xr.open_zarr(
+        "s3://sediment-xr-test/run/cube.zarr",
+        storage_options=options,
+        zarr_format=3,
+        consolidated=False,
+    )
+    ref = Output(local.output).open_cube()
+    for var in ("frames", "labels", "cover"):
+        np.testing.assert_array_equal(cube[var].values, ref[var].values)
+    assert cube.attrs["sediment_xr_complete"] is True
+    assert fs.exists("sediment-xr-test/run/segmented.mp4")
+    # rerun against the bucket: everything is found, nothing recomputed
+    assert pipeline.run(remote, progress=False).computed == ()

@@ -1,0 +1,77 @@
+"""Segmented images and video, painted from stored labels."""
+
+from __future__ import annotations
+
+import av
+import numpy as np
+import xarray as xr
+
+from sediment_xr.segment import (
+    analysed_window,
+    overlay,
+    paint,
+    write_segmented_pngs,
+    write_segmented_video,
+)
+from sediment_xr.testing import raise_if_dask_computes
+
+COLORS = np.array([[10, 20, 30], [200, 100, 0], [0, 255, 0]], dtype=np.uint8)
+
+
+def labels_da(n=5, height=20, width=30, seed=0) -> xr.DataArray:
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 3, size=(n, height, width)).astype(np.int8)
+    values[:, :7] = -1  # rows above the crop
+    values[:, :, 25:] = -1  # columns right of the crop
+    return xr.DataArray(values, dims=("time", "y", "x"))
+
+
+def test_paint_known_answer_and_no_data():
+    lab = xr.DataArray(np.array([[[0, 1], [2, -1]]], np.int8), dims=("time", "y", "x"))
+    out = paint(lab, COLORS, no_data_color=(1, 2, 3)).values
+    np.testing.assert_array_equal(out[0, 0, 0], COLORS[0])
+    np.testing.assert_array_equal(out[0, 0, 1], COLORS[1])
+    np.testing.assert_array_equal(out[0, 1, 0], COLORS[2])
+    np.testing.assert_array_equal(out[0, 1, 1], [1, 2, 3])
+
+
+def test_paint_numpy_equals_dask_and_is_lazy():
+    lab = labels_da()
+    with raise_if_dask_computes():
+        lazy = paint(lab.chunk({"time": 2}), COLORS)
+    np.testing.assert_array_equal(lazy.values, paint(lab, COLORS).values)
+    assert lazy.dims == ("time", "y", "x", "channel")
+
+
+def test_overlay_blends():
+    frames = xr.DataArray(np.full((1, 2, 2, 3), 100, np.uint8), dims=("time", "y", "x", "channel"))
+    seg = xr.DataArray(np.full((1, 2, 2, 3), 200, np.uint8), dims=("time", "y", "x", "channel"))
+    np.testing.assert_array_equal(overlay(frames, seg, alpha=0.25).values, 125)
+
+
+def test_analysed_window_is_the_crop():
+    ys, xs = analysed_window(labels_da())
+    assert (ys, xs) == (slice(7, 20), slice(0, 25))
+
+
+def test_segmented_video_has_one_frame_per_label_frame(tmp_path):
+    lab = labels_da(n=7).chunk({"time": 3})
+    path = tmp_path / "segmented.mp4"
+    assert write_segmented_video(lab, COLORS, path, fps=5) == 7
+    with av.open(str(path)) as container:
+        frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+    assert len(frames) == 7
+    # odd window (13 x 25) is cut to even for H.264
+    assert frames[0].shape == (12, 24, 3)
+    assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_segmented_pngs(tmp_path):
+    import cv2
+
+    written = {}
+    names = write_segmented_pngs(labels_da(), COLORS, [0, 3], written.__setitem__)
+    assert names == ["segmented/frame_000000.png", "segmented/frame_000003.png"]
+    image = cv2.imdecode(np.frombuffer(written[names[1]], np.uint8), cv2.IMREAD_COLOR)
+    expected = paint(labels_da().isel(time=3, y=slice(7, 20), x=slice(0, 25)), COLORS).values
+    np.testing.assert_array_equal(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), expected)
