@@ -132,7 +132,7 @@ def test_pipeline_equals_the_lazy_api(shr_run):
 def test_rerun_reuses_and_classes_recompute_only_outputs(tmp_path):
     config = shr_config(tmp_path, classes=None)
     first = pipeline.run(config, progress=False)
-    assert first.computed == ("ingest", "fit", "label")
+    assert first.computed == ("ingest", "fit", "label", "video")
     assert "bio" not in first.cover.columns
     chunk = Path(config.output, "cube.zarr", "labels", "c", "0", "0", "0")
     stamp = chunk.stat().st_mtime_ns
@@ -159,7 +159,7 @@ def test_changed_config_is_refused_unless_overwrite(tmp_path):
         pipeline.run(changed, progress=False)
     assert open_cube(config).attrs[COMPLETE_ATTR] is True  # the old output is untouched
     result = pipeline.run(changed, overwrite=True, progress=False)
-    assert result.computed == ("fit", "label")  # frames are reused: same input and ingest
+    assert result.computed == ("fit", "label", "video")  # frames are reused: same input and ingest
     assert open_cube(config).sizes["cluster"] == 3
 
 
@@ -183,7 +183,7 @@ def test_interrupted_label_stage_resumes(tmp_path, monkeypatch):
     monkeypatch.setattr(pipeline, "_label_chunk", counting)
     resumed = pipeline.run(config, progress=False)
     assert calls == [1]
-    assert resumed.computed == ("label",)
+    assert resumed.computed == ("label", "video")
     np.testing.assert_array_equal(open_cube(config)["labels"].values, expected)
     pd.testing.assert_frame_equal(resumed.cover, reference.cover)
 
@@ -201,7 +201,7 @@ def test_failed_run_does_not_look_complete(tmp_path, monkeypatch):
     assert cube.attrs[COMPLETE_ATTR] is False
     assert not Path(config.output, "cover.csv").exists()
     monkeypatch.undo()
-    assert pipeline.run(config, progress=False).computed == ("label",)
+    assert pipeline.run(config, progress=False).computed == ("label", "video")
     assert open_cube(config).attrs[COMPLETE_ATTR] is True
 
 
@@ -270,7 +270,7 @@ def test_a_stored_model_is_applied_to_another_run(shr_run, tmp_path):
         cluster=dataclasses.replace(config.cluster, model=model_path, random_state=99),
     )
     result = pipeline.run(reuse, progress=False)
-    assert result.computed == ("ingest", "model", "label")
+    assert result.computed == ("ingest", "model", "label", "video")
     assert result.model == first.model
     pd.testing.assert_frame_equal(result.cover, first.cover)
     mismatch = dataclasses.replace(
