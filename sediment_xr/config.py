@@ -636,6 +636,30 @@ def load_config(
     return dataclasses.replace(config, **changes) if changes else config
 
 
+_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
+
+
+def redact(value: Any) -> Any:
+    """Copy of config data with credential-like ``storage_options`` values replaced."""
+    if isinstance(value, Mapping):
+        return {
+            k: "***"
+            if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, Mapping)
+            else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def redacted_dict(config: Config) -> dict[str, Any]:
+    """:meth:`Config.to_dict` with credentials in ``storage_options`` replaced by ``***``."""
+    data = config.to_dict()
+    data["storage_options"] = redact(data["storage_options"])
+    return data
+
+
 def dump_config(config: Config) -> str:
-    """Return the resolved config as YAML text."""
-    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+    """Return the resolved config as YAML text (credentials replaced by ``***``)."""
+    return yaml.safe_dump(redacted_dict(config), sort_keys=False)

@@ -24,7 +24,7 @@ import xarray as xr
 from sediment_xr import __version__
 from sediment_xr._compat import history_line
 from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, sample_pixels
-from sediment_xr.config import Config, dump_config
+from sediment_xr.config import Config, dump_config, redacted_dict
 from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
 from sediment_xr.exceptions import InputError, OutputError
 from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
@@ -252,9 +252,16 @@ def run(
     clip_limit, tiles = _check_clahe(pre.clip_limit, pre.tile_grid_size)
     fp_ingest = config.fingerprint("ingest")
     fp_model = config.fingerprint("model")
-    resolved = config.to_dict()
+    resolved = redacted_dict(config)  # stored in the cube: no credentials
     state = out.state()
     computed: list[str] = []
+    if state is None:
+        foreign = [name for name in OUTPUT_FILES if out.exists(name)]
+        if foreign:
+            raise OutputError(
+                f"output {config.output} already holds {', '.join(foreign)}, not written by a "
+                "sediment_xr run there. Choose an empty or new output folder."
+            )
     if state is not None and (
         state.get("fingerprint_ingest") != fp_ingest or state.get("fingerprint_model") != fp_model
     ):

@@ -281,3 +281,22 @@ def test_a_stored_model_is_applied_to_another_run(shr_run, tmp_path):
     with pytest.raises(sx.InputError, match=r"fitted with other settings \(color_space"):
         pipeline.run(mismatch, progress=False)
     assert not Path(mismatch.output).exists()
+
+
+def test_files_it_did_not_write_are_never_replaced(tmp_path):
+    config = shr_config(tmp_path)
+    out = Path(config.output)
+    out.mkdir()
+    (out / "cover.csv").write_text("mine\n")
+    with pytest.raises(OutputError, match=r"already holds cover.csv, not written by"):
+        pipeline.run(config, progress=False)
+    assert (out / "cover.csv").read_text() == "mine\n"
+
+
+def test_credentials_are_not_stored(tmp_path):
+    config = shr_config(tmp_path, storage_options={"key": "AKIA123", "secret": "SUPERSECRET"})
+    pipeline.run(dataclasses.replace(config, storage_options={}), progress=False)
+    from sediment_xr.config import dump_config, redacted_dict
+
+    assert "SUPERSECRET" not in dump_config(config)
+    assert redacted_dict(config)["storage_options"] == {"key": "***", "secret": "***"}
