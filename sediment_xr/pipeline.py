@@ -329,9 +329,7 @@ def run(
     if model is None and cl.model:
         model = load_model(cl.model, config)
         log(f"cluster: applying {model!r} from {cl.model}")
-        out.write_text("model.json", model.to_json())
-        out.clear_progress("label")
-        _init_label_variables(out, cube, model)
+        _store_model(out, cube, model)
         computed.append("model")
     if model is None:
         log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
@@ -363,9 +361,7 @@ def run(
             n_frames_sampled=min(n_time, cl.max_frames),
         )
         log(f"cluster: {model!r} after {model.n_epochs} epochs")
-        out.write_text("model.json", model.to_json())
-        out.clear_progress("label")
-        _init_label_variables(out, cube, model)
+        _store_model(out, cube, model)
         computed.append("fit")
 
     # 4. Label and count, chunk by chunk.
@@ -602,6 +598,13 @@ def _require_done(out: Output, stage: str, fingerprint: str, n_chunks: int) -> N
             f"{stage} did not finish: {len(missing)} of {n_chunks} chunks are missing in "
             f"{out.store_url} (first: chunk {missing[0]}). Run the same command again to resume."
         )
+
+
+def _store_model(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
+    """Write model.json and start the labels and cover over (a new model relabels all)."""
+    out.write_text("model.json", model.to_json())
+    out.clear_progress("label")
+    _init_label_variables(out, cube, model)
 
 
 def _init_label_variables(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
