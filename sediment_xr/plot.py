@@ -2,12 +2,15 @@
 
 Plain functions that take the pipeline's small results (cover series, the trend table,
 ``clusters.json`` entries, a few uint8 images) and return HoloViews objects drawn with the
-Bokeh backend: they display interactively in Jupyter (after ``hv.extension("bokeh")`` or
-``import hvplot.xarray``) and render to Bokeh models with ``hv.render(obj, backend="bokeh")``,
-which is what :func:`sediment_xr.report.build_report` embeds.
+Bokeh backend. The cover charts are made with hvplot (``hvPlot(table).bar(stacked=True)``,
+``.line``, ``.scatter``) from a tidy table; the swatches and example frames are HoloViews
+elements, hvplot's own building blocks. They display interactively in Jupyter (after
+``hv.extension("bokeh")`` or ``import hvplot.xarray``) and render to Bokeh models with
+``hv.render(obj, backend="bokeh")``, which is what :func:`sediment_xr.report.build_report`
+embeds.
 
-Importing this module loads HoloViews and its Bokeh backend (about a second); nothing else in
-the package imports it except the report.
+Importing this module is cheap; the first plot loads HoloViews, hvplot and Bokeh (about a
+second). Nothing else in the package imports it except the report.
 """
 
 from __future__ import annotations
@@ -47,6 +50,14 @@ def _hv():
     import holoviews.plotting.bokeh  # registers the bokeh backend
 
     return hv
+
+
+def _hvplot(table: pd.DataFrame):
+    """``table.hvplot`` without patching pandas for the whole session."""
+    _hv()
+    from hvplot import hvPlot
+
+    return hvPlot(table)
 
 
 def _series_dim(series: xr.DataArray, what: str) -> str:
@@ -132,65 +143,35 @@ def stacked_cover(
 
     Returns
     -------
-    holoviews.Overlay
-        One ``Rectangles`` element (one Bokeh glyph renderer) per series, stacked in series
-        order on a datetime axis; the hover shows series, time, frame and cover.
+    holoviews.Bars
+        Drawn by ``hvplot.bar(stacked=True)`` on a datetime axis (bars are 80 % of the
+        shortest gap between frames wide, so irregular sampling shows), stacked in series
+        order; the hover shows series, time, frame and cover.
 
     Notes
     -----
-    Computes: loads ``cover`` (it is small).
+    Computes: loads ``cover`` (it is small). Frames without analysed pixels (all NaN) get no
+    bar.
     """
-    hv = _hv()
     dim = _series_dim(cover, "stacked_cover")
     cover = cover.transpose("time", dim)
     names = [_series_name(dim, v) for v in cover[dim].values]
     palette = _colors(colors, len(names), "stacked_cover")
     values = np.asarray(cover.values, dtype=np.float64)
-    times = pd.DatetimeIndex(cover["time"].values)
-    frames = _frames_of(cover)
     keep = ~np.all(np.isnan(values), axis=1)  # frames without analysed pixels: no bar
-    values, times, frames = values[keep], times[keep], frames[keep]
-    filled = np.nan_to_num(values, nan=0.0)
-    tops = np.cumsum(filled, axis=1)
-    bottoms = tops - filled
-    half = _bar_width(times) / 2
-    top = float(tops.max()) if tops.size else 100.0
-    outline = {"line_color": "#ffffff", "line_width": 0.4} if len(times) <= 80 else {}
-    tooltips = [
-        (dim, "@{series}"),
-        ("time", _TIME_TOOLTIP),
-        ("frame", "@{frame}"),
-        ("cover", "@{cover}{0.00} %"),
-    ]
-    elements = []
-    for j, name in enumerate(names):
-        data = pd.DataFrame(
-            {
-                "x0": times - half,
-                "y0": bottoms[:, j],
-                "x1": times + half,
-                "y1": tops[:, j],
-                "time": times,
-                "frame": frames,
-                "cover": values[:, j],
-                "series": name,
-            }
-        )
-        rect = hv.Rectangles(
-            data,
-            kdims=["x0", "y0", "x1", "y1"],
-            vdims=["time", "frame", "cover", "series"],
-            label=name,
-        ).opts(
-            backend="bokeh",
-            color=palette[j],
-            tools=["hover"],
-            hover_tooltips=tooltips,
-            hover_formatters={"@{time}": "datetime"},
-            **outline,
-        )
-        elements.append(rect)
-    return hv.Overlay(elements).opts(
+    table = _tidy(cover, names)
+    table = table[np.repeat(keep, len(names))]
+    top = float(np.nansum(values[keep], axis=1).max()) if keep.any() else 100.0
+    bars = _hvplot(table).bar(
+        x="time",
+        y="cover",
+        by="series",
+        stacked=True,
+        color=palette,
+        hover_cols=["frame"],
+        legend="right",
+    )
+    return bars.opts(
         backend="bokeh",
         title=title if title is not None else f"Percent cover per {dim}",
         frame_width=width,
@@ -198,10 +179,35 @@ def stacked_cover(
         xlabel="time",
         ylabel="cover (%)",
         ylim=(0, max(100.0, top)),
-        legend_position="right",
         toolbar="above",
         bgcolor=_BACKGROUND,
         show_grid=False,
+        line_color="#ffffff" if keep.sum() <= 80 else None,
+        line_width=0.4,
+        hover_tooltips=_tooltips(dim),
+        hover_formatters={"@{time}": "datetime"},
+    )
+
+
+def _tooltips(dim: str) -> list[tuple[str, str]]:
+    return [
+        (dim, "@{series}"),
+        ("time", _TIME_TOOLTIP),
+        ("frame", "@{frame}"),
+        ("cover", "@{cover}{0.00} %"),
+    ]
+
+
+def _tidy(series: xr.DataArray, names: Sequence[str]) -> pd.DataFrame:
+    """Long table ``time, series, frame, cover`` (series as an ordered categorical)."""
+    n_time, n_series = series.shape
+    return pd.DataFrame(
+        {
+            "time": np.repeat(pd.DatetimeIndex(series["time"].values), n_series),
+            "series": pd.Categorical(np.tile(names, n_time), categories=list(names)),
+            "frame": np.repeat(_frames_of(series), n_series),
+            "cover": np.asarray(series.values, dtype=np.float64).reshape(-1),
+        }
     )
 
 
@@ -258,7 +264,6 @@ def cover_trends(
     -----
     Computes: loads ``series`` (it is small).
     """
-    hv = _hv()
     dim = _series_dim(series, "cover_trends")
     if not isinstance(trend, pd.DataFrame) or not {"name", "slope_per_day", "intercept"} <= set(
         trend.columns
@@ -272,57 +277,49 @@ def cover_trends(
     names = [_series_name(dim, v) for v in series[dim].values]
     palette = _colors(colors, len(names), "cover_trends")
     times = pd.DatetimeIndex(series["time"].values)
-    frames = _frames_of(series)
-    values = np.asarray(series.values, dtype=np.float64)
     t0 = times[0] if len(times) else pd.Timestamp(0)
+    points = _tidy(series, names).dropna(subset=["cover"])
+    style = {"x": "time", "y": "cover", "by": "series", "color": palette, "legend": "right"}
+    lines = _hvplot(points).line(**style, hover=False, line_width=1.5, alpha=0.6)
+    dots = (
+        _hvplot(points)
+        .scatter(**style, hover_cols=["frame"], size=6)
+        .opts("Scatter", hover_tooltips=_tooltips(dim), hover_formatters={"@{time}": "datetime"})
+    )
+    plot = lines * dots
     equations = trend_equations(trend)
     rows = {str(r["name"]): r for _, r in trend.iterrows()}
-    tooltips = [
-        (dim, "@{series}"),
-        ("time", _TIME_TOOLTIP),
-        ("frame", "@{frame}"),
-        ("cover", "@{cover}{0.00} %"),
-    ]
-    elements = []
-    for j, name in enumerate(names):
-        ok = np.isfinite(values[:, j])
-        data = pd.DataFrame(
-            {"time": times[ok], "cover": values[ok, j], "frame": frames[ok], "series": name}
+    fitted = [j for j, name in enumerate(names) if name in equations and len(times)]
+    if fitted:
+        ends = pd.DatetimeIndex([t0, times[-1]])
+        days = np.asarray((ends - t0) / pd.Timedelta(days=1))
+        labels = [f"{names[j]}: {equations[names[j]]}" for j in fitted]
+        fits = pd.DataFrame(
+            {
+                "time": np.tile(ends, len(fitted)),
+                "cover": np.concatenate(
+                    [
+                        float(rows[names[j]]["intercept"])
+                        + float(rows[names[j]]["slope_per_day"]) * days
+                        for j in fitted
+                    ]
+                ),
+                "fit": pd.Categorical(np.repeat(labels, 2), categories=labels),
+            }
         )
-        style = {"color": palette[j]}
-        elements.append(
-            hv.Curve(data, "time", ["cover", "frame", "series"], label=name).opts(
-                backend="bokeh", line_width=1.5, alpha=0.6, **style
-            )
+        plot = plot * _hvplot(fits).line(
+            x="time",
+            y="cover",
+            by="fit",
+            color=[palette[j] for j in fitted],
+            legend="right",
+            hover=False,
+            line_dash="dashed",
+            line_width=2.5,
         )
-        elements.append(
-            hv.Scatter(data, "time", ["cover", "frame", "series"], label=name).opts(
-                backend="bokeh",
-                size=6,
-                tools=["hover"],
-                hover_tooltips=tooltips,
-                hover_formatters={"@{time}": "datetime"},
-                **style,
-            )
-        )
-        if name in equations and len(times):
-            row = rows[name]
-            ends = pd.DatetimeIndex([t0, times[-1]])
-            days = (ends - t0) / pd.Timedelta(days=1)
-            fit = pd.DataFrame(
-                {
-                    "time": ends,
-                    "cover": float(row["intercept"]) + float(row["slope_per_day"]) * days,
-                }
-            )
-            elements.append(
-                hv.Curve(fit, "time", "cover", label=f"{name}: {equations[name]}").opts(
-                    backend="bokeh", line_dash="dashed", line_width=2.5, **style
-                )
-            )
     if title is None:
         title = f"Percent cover per {dim} with OLS trend (x = days since {t0:{_TIME_FORMAT}})"
-    return hv.Overlay(elements).opts(
+    return plot.opts(
         backend="bokeh",
         title=title,
         frame_width=width,

@@ -11,7 +11,7 @@ import sediment_xr as sx
 
 hv = pytest.importorskip("holoviews")
 pytest.importorskip("bokeh")
-from bokeh.models import DatetimeAxis, GlyphRenderer, HoverTool, Quad  # noqa: E402
+from bokeh.models import DatetimeAxis, GlyphRenderer, HoverTool, Quad, VBar  # noqa: E402
 
 from sediment_xr import plot  # noqa: E402
 
@@ -54,48 +54,56 @@ def quads(figure) -> list[GlyphRenderer]:
     ]
 
 
+def vbars(figure) -> GlyphRenderer:
+    (renderer,) = [
+        r for r in figure.renderers if isinstance(r, GlyphRenderer) and isinstance(r.glyph, VBar)
+    ]
+    return renderer
+
+
 @pytest.mark.parametrize("k", [2, 3, 4])
-def test_stacked_cover_one_glyph_group_per_cluster(k):
+def test_stacked_cover_bars_stack_in_series_order(k):
     cover = make_cover(k=k)
     obj = plot.stacked_cover(cover, colors=CENTERS[:k])
-    assert isinstance(obj, hv.Overlay)
+    assert isinstance(obj, hv.Bars)  # drawn by hvplot.bar(stacked=True)
     figure = render(obj)
-    bars = quads(figure)
-    assert len(bars) == k
     assert isinstance(figure.xaxis[0], DatetimeAxis)
-    # Each group is one series, stacked: its bottoms are the tops of the one before.
-    previous_top = np.zeros(cover.sizes["time"])
-    for j, renderer in enumerate(bars):
-        data = renderer.data_source.data
-        assert list(data["series"]) == [f"cluster_{j}"] * cover.sizes["time"]
-        np.testing.assert_allclose(data["bottom"], previous_top)
-        np.testing.assert_allclose(np.asarray(data["top"]) - data["bottom"], cover.values[:, j])
-        np.testing.assert_array_equal(data["frame"], np.arange(cover.sizes["time"]))
-        previous_top = np.asarray(data["top"])
-        assert renderer.glyph.fill_color == "#{:02x}{:02x}{:02x}".format(*CENTERS[j])
+    renderer = vbars(figure)
+    data = {key: np.asarray(value) for key, value in renderer.data_source.data.items()}
+    n = cover.sizes["time"]
+    assert len(data["series"]) == n * k
+    # Each series is stacked on the ones before it, in cluster order, frame by frame.
+    previous_top = np.zeros(n)
+    for j in range(k):
+        rows = data["series"] == f"cluster_{j}"
+        order = np.argsort(data["frame"][rows])
+        np.testing.assert_array_equal(data["frame"][rows][order], np.arange(n))
+        np.testing.assert_allclose(data["bottom"][rows][order], previous_top)
+        np.testing.assert_allclose(data["cover"][rows][order], cover.values[:, j])
+        previous_top = data["top"][rows][order]
     np.testing.assert_allclose(previous_top, 100.0)
-    labels = [item.label.value for item in figure.legend[0].items]
-    assert labels == [f"cluster_{j}" for j in range(k)]
+    mapper = renderer.glyph.fill_color.transform
+    assert list(mapper.factors) == [f"cluster_{j}" for j in range(k)]
+    assert list(mapper.palette) == ["#{:02x}{:02x}{:02x}".format(*c) for c in CENTERS[:k]]
     tooltips = [dict(tool.tooltips) for tool in figure.select(type=HoverTool)]
-    assert tooltips and all({"time", "frame", "cover"} <= set(t) for t in tooltips)
+    assert tooltips and all({"cluster", "time", "frame", "cover"} <= set(t) for t in tooltips)
 
 
 def test_stacked_cover_classes_and_bar_width(class_cover):
     figure = render(plot.stacked_cover(class_cover, title="classes"))
-    bars = quads(figure)
-    assert [r.data_source.data["series"][0] for r in bars] == ["bg", "bio", "mat & 'white'"]
+    renderer = vbars(figure)
+    assert list(renderer.glyph.fill_color.transform.factors) == ["bg", "bio", "mat & 'white'"]
     assert figure.title.text == "classes"
-    data = bars[0].data_source.data
-    width = pd.Timedelta(np.asarray(data["right"])[0] - np.asarray(data["left"])[0])
+    width = pd.Timedelta(milliseconds=renderer.glyph.width)
     assert width == pd.Timedelta("17h") * 0.8  # bars do not overlap, frames 17 h apart
 
 
 def test_stacked_cover_skips_frames_without_cover(cover):
     gappy = cover.copy()
     gappy[2] = np.nan
-    bars = quads(render(plot.stacked_cover(gappy)))
-    assert all(len(r.data_source.data["frame"]) == cover.sizes["time"] - 1 for r in bars)
-    assert 2 not in set(bars[0].data_source.data["frame"])
+    data = vbars(render(plot.stacked_cover(gappy))).data_source.data
+    assert len(data["frame"]) == (cover.sizes["time"] - 1) * cover.sizes["cluster"]
+    assert 2 not in set(data["frame"])
 
 
 def test_stacked_cover_checks_inputs(cover):
