@@ -7,8 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
+import numpy as np
 import pandas as pd
 import pytest
+import statsmodels.api as sm
 
 
 @pytest.mark.slow
@@ -36,3 +39,30 @@ def test_demo_runs_and_prints_its_output_path(tmp_path):
     assert "mat cover trend" in proc.stdout
     names = [c["name"] for c in json.loads((results / "clusters.json").read_text())["clusters"]]
     assert names == ["sediment", "sediment", "sediment", "mat"]
+
+    # Done-when (issue 3): trend.csv is what a direct statsmodels OLS on cover.csv gives.
+    # cover.csv holds 6 decimals and trend.csv 8 significant digits, hence the tolerances.
+    times = pd.to_datetime(cover["time"])
+    days = ((times - times.iloc[0]) / pd.Timedelta(days=1)).to_numpy()
+    series = [c for c in cover.columns if c not in ("time", "frame")]
+    assert sorted(series) == sorted(trend.index)
+    for name in series:
+        fit = sm.OLS(cover[name].to_numpy(), sm.add_constant(days)).fit()
+        row = trend.loc[name]
+        np.testing.assert_allclose(row["slope_per_day"], fit.params[1], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(row["intercept"], fit.params[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(row["r2"], fit.rsquared, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(row["se"], fit.bse[1], rtol=1e-3, atol=1e-7)
+        hac = sm.OLS(cover[name].to_numpy(), sm.add_constant(days)).fit(
+            cov_type="HAC", cov_kwds={"maxlags": int(row["hac_maxlags"])}
+        )
+        assert np.isfinite(row["se_hac"]) and row["se_hac"] > 0
+        np.testing.assert_allclose(row["se_hac"], hac.bse[1], rtol=1e-3, atol=1e-7)
+
+    # Done-when (issue 3): segmented.mp4 decodes to one frame per row of cover.csv.
+    with av.open(str(results / "segmented.mp4")) as container:
+        stream = container.streams.video[0]
+        assert stream.codec_context.name == "h264"
+        decoded = sum(1 for _ in container.decode(stream))
+    assert decoded == len(cover) == 16
+    assert (results / "report.html").stat().st_size > 0
