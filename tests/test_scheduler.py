@@ -42,8 +42,7 @@ def _wait_for(predicate, timeout: float, what: str, procs=()) -> None:
             return
         for proc in procs:
             if proc.poll() is not None:
-                out = proc.stdout.read() if proc.stdout else ""
-                raise RuntimeError(f"{what}: a process exited early ({proc.returncode}): {out}")
+                raise RuntimeError(f"{what}: {proc.args} exited early ({proc.returncode})")
         time.sleep(0.1)
     raise TimeoutError(f"{what}: not within {timeout} s")
 
@@ -66,14 +65,16 @@ def dask_cluster(tmp: Path, n_workers: int = 2, nanny: bool = True) -> Iterator[
     env = {**os.environ, "DASK_DISTRIBUTED__WORKER__DAEMON": "False"}
     scheduler_file = tmp / "scheduler.json"
     procs: list[subprocess.Popen] = []
+    log = (tmp / "dask.log").open("wb")  # a file, not a pipe: a full pipe would block dask
     try:
         procs.append(
             subprocess.Popen(
-                [DASK, "scheduler", "--host", "127.0.0.1", "--port", "0"]
-                + ["--no-dashboard", "--scheduler-file", str(scheduler_file)],
-                stdout=subprocess.PIPE,
+                [
+                    *(DASK, "scheduler", "--host", "127.0.0.1", "--port", "0"),
+                    *("--no-dashboard", "--scheduler-file", str(scheduler_file)),
+                ],
+                stdout=log,
                 stderr=subprocess.STDOUT,
-                text=True,
                 env=env,
             )
         )
@@ -86,9 +87,8 @@ def dask_cluster(tmp: Path, n_workers: int = 2, nanny: bool = True) -> Iterator[
                     + ["--host", "127.0.0.1", "--nthreads", "1", "--no-dashboard"]
                     + ["--name", f"w{i}", "--local-directory", str(tmp / f"w{i}")]
                     + ([] if nanny else ["--no-nanny"]),
-                    stdout=subprocess.PIPE,
+                    stdout=log,
                     stderr=subprocess.STDOUT,
-                    text=True,
                     env=env,
                 )
             )
@@ -107,6 +107,7 @@ def dask_cluster(tmp: Path, n_workers: int = 2, nanny: bool = True) -> Iterator[
             }
     finally:
         _stop(procs[::-1])
+        log.close()
 
 
 @pytest.fixture(scope="module")
@@ -128,10 +129,12 @@ def job(small_series, tmp_path_factory) -> dict:
     return {"path": path, "root": root, "result": result, "output": Path(raw["output"])}
 
 
-def _run_cli(job: dict, output: Path, address: str, timeout: float = 600) -> subprocess.Popen:
+def _run_cli(job: dict, output: Path, address: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "sediment_xr.cli", "run", str(job["path"]), "--quiet"]
-        + ["--scheduler", address, "--set", f"output={output}"],
+        [
+            *(sys.executable, "-m", "sediment_xr.cli", "run", str(job["path"]), "--quiet"),
+            *("--scheduler", address, "--set", f"output={output}"),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -185,7 +188,7 @@ def test_worker_killed_mid_run_gives_identical_results(job, tmp_path):
             victim = sorted(cluster["worker_pids"].values())[0]
             os.kill(victim, signal.SIGKILL)
             unfinished = 2 * N_CHUNKS - finished_chunks()  # ingest and label chunks
-            stdout, stderr = proc.communicate(timeout=600)
+            _, stderr = proc.communicate(timeout=600)
         finally:
             if proc.poll() is None:
                 proc.kill()
