@@ -27,6 +27,7 @@ from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, s
 from sediment_xr.config import Config, dump_config, redacted_dict
 from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
 from sediment_xr.exceptions import InputError, OutputError
+from sediment_xr.lock import OutputLock
 from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
 from sediment_xr.store import (
     Output,
@@ -53,7 +54,7 @@ OUTPUT_FILES = (
     "segmented.mp4",
     "segmented",
     "report.html",
-    ".sediment_xr",
+    ".sediment_xr/progress",
 )
 
 
@@ -246,6 +247,25 @@ def run(
     # 1. Open and validate everything before anything is written.
     if source is None:
         source = check(config)
+    if not out.exists(".sediment_xr"):  # no run of ours has been here: refuse others' files
+        foreign = [name for name in OUTPUT_FILES if out.exists(name)]
+        if foreign:
+            raise OutputError(
+                f"output {config.output} already holds {', '.join(foreign)}, not written by a "
+                "sediment_xr run there. Choose an empty or new output folder."
+            )
+    # 2. One writer at a time (a lock left by a killed run is taken over).
+    with OutputLock(out) as lock:
+        if lock.taken_over:
+            log(f"took over the lock of an earlier run ({lock.taken_over})")
+        return _run_locked(config, out, source, progress=progress, overwrite=overwrite)
+
+
+def _run_locked(
+    config: Config, out: Output, source: xr.DataArray, *, progress: bool, overwrite: bool
+) -> RunResult:
+    """The stages of :func:`run`, with the output's lock held."""
+    log = _log(progress)
     pre = config.preprocess
     ys = _slice_from(pre.rows, source.sizes["y"], "rows")
     xs = _slice_from(pre.cols, source.sizes["x"], "cols")
@@ -253,15 +273,8 @@ def run(
     fp_ingest = config.fingerprint("ingest")
     fp_model = config.fingerprint("model")
     resolved = redacted_dict(config)  # stored in the cube: no credentials
-    state = out.state()
+    state = out.state()  # read again: another run may have written it before we got the lock
     computed: list[str] = []
-    if state is None:
-        foreign = [name for name in OUTPUT_FILES if out.exists(name)]
-        if foreign:
-            raise OutputError(
-                f"output {config.output} already holds {', '.join(foreign)}, not written by a "
-                "sediment_xr run there. Choose an empty or new output folder."
-            )
     if state is not None and (
         state.get("fingerprint_ingest") != fp_ingest or state.get("fingerprint_model") != fp_model
     ):
@@ -286,7 +299,7 @@ def run(
         version=__version__,
     )
 
-    # 2. Ingest: frames into cube.zarr by region.
+    # 3. Ingest: frames into cube.zarr by region.
     n_time = source.sizes["time"]
     bounds = chunk_bounds(n_time, config.ingest.chunk_frames)
     if new_ingest:
@@ -298,9 +311,8 @@ def run(
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
         }
-        out.create_cube(source, attrs)
         state["stages"] = {}
-        out.set_state(state, complete=False)
+        out.create_cube(source, attrs, state=state)  # state in the same atomic zarr.json
     else:
         out.set_state(state, complete=False)
     todo = pending(out.done_chunks("ingest", fp_ingest), len(bounds))
@@ -318,7 +330,7 @@ def run(
         computed.append("ingest")
     _require_done(out, "ingest", fp_ingest, len(bounds))
 
-    # 3. Fit (or reuse) the model on a pixel sample spread over the series.
+    # 4. Fit (or reuse) the model on a pixel sample spread over the series.
     cube = out.open_cube()
     model = None
     if not new_model and out.exists("model.json"):
@@ -364,7 +376,7 @@ def run(
         _store_model(out, cube, model)
         computed.append("fit")
 
-    # 4. Label and count, chunk by chunk.
+    # 5. Label and count, chunk by chunk.
     todo = pending(out.done_chunks("label", fp_model), len(bounds))
     if todo:
         log(f"label: {len(todo)} of {len(bounds)} chunks")
@@ -380,7 +392,7 @@ def run(
         computed.append("label")
     _require_done(out, "label", fp_model, len(bounds))
 
-    # 5. Classes, trends and the output files.
+    # 6. Classes, trends and the output files.
     cube = out.open_cube()
     cover = cube["cover"].load()
     frame_coord = cube["frame"].values if "frame" in cube.coords else np.arange(n_time)

@@ -159,6 +159,8 @@ class Output:
             return None
         group = zarr.open_group(self.zarr_store(), mode="r", zarr_format=3)
         raw = group.attrs.get(STATE_ATTR)
+        if raw is None and self.exists(".sediment_xr"):
+            return None  # ours, but its creation was interrupted: start it again
         if raw is None:
             raise OutputError(
                 f"{self.store_url} exists but was not written by sediment_xr. "
@@ -180,13 +182,21 @@ class Output:
             **{STATE_ATTR: json.dumps(dict(state), sort_keys=True), COMPLETE_ATTR: complete}
         )
 
-    def create_cube(self, frames: xr.DataArray, attrs: Mapping[str, Any]) -> None:
+    def create_cube(
+        self, frames: xr.DataArray, attrs: Mapping[str, Any], *, state: Mapping[str, Any]
+    ) -> None:
         """Create ``cube.zarr`` with the ``frames`` variable's metadata and coordinates.
 
-        Frame data are written later, chunk by chunk (:func:`write_frames_chunk`).
+        The run ``state`` goes into the same root ``zarr.json`` (marked not complete), so a
+        cube is never seen without it. Frame data are written later, chunk by chunk
+        (:func:`write_frames_chunk`).
         """
         ds = frames.to_dataset(name="frames")
-        ds.attrs = dict(attrs)
+        ds.attrs = {
+            **attrs,
+            STATE_ATTR: json.dumps(dict(state), sort_keys=True),
+            COMPLETE_ATTR: False,
+        }
         chunks = (frames.data.chunksize[0], *frames.shape[1:])
         encoding = {"frames": {"chunks": chunks}}
         ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
