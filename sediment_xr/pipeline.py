@@ -333,7 +333,7 @@ def _run_locked(
     # 4. Fit (or reuse) the model on a pixel sample spread over the series.
     cube = out.open_cube()
     model = None
-    if not new_model and out.exists("model.json"):
+    if not new_model and out.exists("model.json") and {"labels", "cover"} <= set(cube):
         model = ClusterModel.from_json(
             out.read_text("model.json"), source=out.url_of("model.json")
         )
@@ -613,10 +613,15 @@ def _require_done(out: Output, stage: str, fingerprint: str, n_chunks: int) -> N
 
 
 def _store_model(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
-    """Write model.json and start the labels and cover over (a new model relabels all)."""
-    out.write_text("model.json", model.to_json())
+    """Start the labels and cover over (a new model relabels all), then write model.json.
+
+    model.json is written last: a run killed before it fits again, one killed after it finds
+    the label variables in place.
+    """
+    out.remove("model.json")
     out.clear_progress("label")
     _init_label_variables(out, cube, model)
+    out.write_text("model.json", model.to_json())
 
 
 def _init_label_variables(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
