@@ -33,6 +33,7 @@ from sediment_xr.exceptions import (
 )
 from sediment_xr.io import open_images, open_video
 from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
+from sediment_xr.results import open_results
 from sediment_xr.trend import fit_trends
 
 __all__ = [
@@ -55,6 +56,7 @@ __all__ = [
     "label",
     "merge_classes",
     "open_images",
+    "open_results",
     "open_video",
     "preprocess",
     "sample_pixels",

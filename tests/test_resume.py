@@ -27,6 +27,8 @@ import zarr
 
 from sediment_xr import pipeline
 from sediment_xr.config import load_config
+from sediment_xr.exceptions import OutputError
+from sediment_xr.results import missing, open_results
 from sediment_xr.store import COMPLETE_ATTR, Output
 from sediment_xr.testing import write_video
 
@@ -185,7 +187,10 @@ def test_sigkill_then_resume_equals_uninterrupted(job, tmp_path, position):
     ingest_done = _marks(out, "ingest") == N_CHUNKS
     labels_done = _marks(out, "label") == N_CHUNKS and (out / "model.json").exists()
     labelled = _marks(out, "label")
-    assert not _complete(out)  # a killed run never looks complete
+    assert not _complete(out)  # a killed run never looks complete...
+    assert missing(str(out))  # ...and reading it says what is missing
+    with pytest.raises(OutputError, match=r"incomplete|no results"):
+        open_results(str(out))
     assert (out / ".sediment_xr" / "lock").exists()  # left behind by the killed run
 
     resumed = subprocess.run(

@@ -1,0 +1,83 @@
+"""Reading stored results: a finished run opens; an unfinished one says what is missing."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sediment_xr as sx
+from sediment_xr import pipeline
+from sediment_xr.config import load_config
+from sediment_xr.results import missing
+
+CONFIGS = Path(__file__).parents[1] / "configs"
+
+
+@pytest.fixture
+def config(tmp_path):
+    config = load_config(CONFIGS / "shr_frames.yaml", [f"output={tmp_path / 'out'}"])
+    return dataclasses.replace(config, ingest=dataclasses.replace(config.ingest, chunk_frames=1))
+
+
+def test_finished_run_opens_lazily(config):
+    pipeline.run(config, progress=False)
+    assert missing(config.output) == []
+    cube = sx.open_results(config.output)
+    assert cube["labels"].chunks is not None  # dask-backed
+    assert set(cube.data_vars) >= {"frames", "labels", "cover", "class_cover"}
+
+
+def test_no_results_yet(tmp_path):
+    with pytest.raises(sx.OutputError, match=r"no results in .*cube.zarr does not exist"):
+        sx.open_results(str(tmp_path / "nothing"))
+
+
+def test_unfinished_run_says_what_is_missing(config, monkeypatch):
+    original = pipeline._label_chunk
+
+    def lost_after_two_chunks(*args, **kwargs):
+        if args[3] >= 2:  # chunk index: the task "ran" but its writes were lost
+            return None
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "_label_chunk", lost_after_two_chunks)
+    with pytest.raises(sx.OutputError, match="label did not finish: 2 of 4 chunks are missing"):
+        pipeline.run(config, progress=False)
+    todo = missing(config.output)
+    assert todo[0] == "label: 2 of 4 chunks not done (frames 2-3)"
+    assert "cover.csv" in todo and "trend.csv" in todo
+    with pytest.raises(sx.OutputError, match=r"incomplete .*label: 2 of 4 chunks not done") as err:
+        sx.open_results(config.output)
+    assert "Run the same `sediment-xr run` again" in str(err.value)
+    with pytest.warns(sx.SedimentXRWarning, match=r"missing: label: 2 of 4 chunks"):
+        cube = sx.open_results(config.output, allow_incomplete=True)
+    # What was not labelled reads as no data, never as a cluster or a cover value.
+    assert (cube["labels"].isel(time=slice(2, 4)).values == sx.NO_DATA).all()
+    assert np.isnan(cube["cover"].isel(time=slice(2, 4)).values).all()
+    assert np.isfinite(cube["cover"].isel(time=slice(0, 2)).values).all()
+    monkeypatch.undo()
+    pipeline.run(config, progress=False)
+    assert missing(config.output) == []
+
+
+def test_unfinished_ingest_and_unfitted_model(config, monkeypatch):
+    from sediment_xr import store
+
+    original = store.write_frames_chunk
+
+    def lost_at_chunk_three(block, out, start, index, fingerprint, *args, **kwargs):
+        if index == 3:  # the task "ran" but its writes were lost
+            return 0
+        return original(block, out, start, index, fingerprint, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "write_frames_chunk", lost_at_chunk_three)
+    with pytest.raises(sx.OutputError, match="ingest did not finish: 1 of 4 chunks"):
+        pipeline.run(config, progress=False)
+    assert missing(config.output)[:3] == [
+        "ingest: 1 of 4 chunks not done (frames 3)",
+        "model.json (the model is not fitted yet)",
+        "label: 4 of 4 chunks not done (all frames)",
+    ]
