@@ -75,3 +75,56 @@ def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
     assert fs.exists("sediment-xr-test/run/segmented.mp4")
     # rerun against the bucket: everything is found, nothing recomputed
     assert pipeline.run(remote, progress=False).computed == ()
+
+
+@pytest.mark.distributed
+def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
+    s3, small_series, tmp_path, monkeypatch
+):
+    """Video in the bucket, output in the bucket, credentials and endpoint only from the usual
+    AWS environment variables, computed by two worker processes; the local copy of the video
+    is deleted first, so no task can lean on a path of the client's disk."""
+    from distributed import Client, LocalCluster
+
+    fs, options = s3
+    video = write_video(small_series["frames"], tmp_path / "series.mp4", crf=20)
+    local = Config(
+        input=str(video),
+        output=str(tmp_path / "local"),
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
+        classes={"sediment": (0, 1, 2), "mat": (3,)},
+        report=ReportConfig(html=False, video=False),
+    )
+    expected = pipeline.run(local, progress=False)
+    fs.put(str(video), "sediment-xr-test/in/series.mp4")
+    video.unlink()
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", options["key"])
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", options["secret"])
+    monkeypatch.setenv("AWS_ENDPOINT_URL", options["client_kwargs"]["endpoint_url"])
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    remote = dataclasses.replace(
+        local,
+        input="s3://sediment-xr-test/in/series.mp4",
+        output="s3://sediment-xr-test/env-run",
+    )
+    with (
+        LocalCluster(
+            n_workers=2,
+            threads_per_worker=1,
+            processes=True,
+            host="127.0.0.1",
+            dashboard_address="127.0.0.1:0",
+        ) as cluster,
+        Client(cluster),
+    ):
+        result = pipeline.run(remote, progress=False)
+    pd.testing.assert_frame_equal(result.cover, expected.cover)
+    assert (
+        fs.cat("sediment-xr-test/env-run/cover.csv")
+        == (tmp_path / "local" / "cover.csv").read_bytes()
+    )
+    cube = Output(remote.output).open_cube()
+    ref = Output(local.output).open_cube()
+    for var in ("frames", "labels", "cover"):
+        np.testing.assert_array_equal(cube[var].values, ref[var].values)
