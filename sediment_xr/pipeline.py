@@ -194,6 +194,24 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 _STAGE_KEYS = ("input", "ingest", "preprocess", "cluster")
 
 
+#: Largest chunk of frames a task may hold. A labelling task holds about four times this
+#: (frames, colour-converted features, labels, the written copy), so 256 MiB keeps a task
+#: under about 1 GiB on workers that often have 2-4 GiB per thread.
+MAX_CHUNK_BYTES = 256 * 2**20
+
+
+def _check_task_memory(source: xr.DataArray, chunk_frames: int) -> None:
+    frame_bytes = source.sizes["y"] * source.sizes["x"] * source.sizes.get("channel", 3)
+    if min(chunk_frames, source.sizes["time"]) * frame_bytes > MAX_CHUNK_BYTES:
+        most = max(1, MAX_CHUNK_BYTES // frame_bytes)
+        raise InputError(
+            f"ingest.chunk_frames is {chunk_frames}, which makes chunks of "
+            f"{chunk_frames * frame_bytes / 2**20:.0f} MiB of {source.sizes['x']} x "
+            f"{source.sizes['y']} frames, over the {MAX_CHUNK_BYTES // 2**20} MiB a task may "
+            f"hold. Use chunk_frames: {min(most, 8)} (at most {most}), or ingest.resize."
+        )
+
+
 def check(config: Config) -> xr.DataArray:
     """Open the input lazily and check the config against it, before anything is written.
 
@@ -201,6 +219,7 @@ def check(config: Config) -> xr.DataArray:
     input, a crop outside the frame or invalid CLAHE settings.
     """
     source = open_input(config)
+    _check_task_memory(source, config.ingest.chunk_frames)
     pre = config.preprocess
     _slice_from(pre.rows, source.sizes["y"], "rows")
     _slice_from(pre.cols, source.sizes["x"], "cols")

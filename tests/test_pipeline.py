@@ -300,3 +300,16 @@ def test_credentials_are_not_stored(tmp_path):
 
     assert "SUPERSECRET" not in dump_config(config)
     assert redacted_dict(config)["storage_options"] == {"key": "***", "secret": "***"}
+
+
+def test_chunks_too_big_for_a_task_are_refused():
+    import dask.array as da
+
+    frames = xr.DataArray(
+        da.zeros((200, 1024, 1024, 3), dtype=np.uint8, chunks=(100, -1, -1, -1)),
+        dims=("time", "y", "x", "channel"),
+    )
+    with pytest.raises(sx.InputError, match=r"chunk_frames is 100, which makes chunks of 300 MiB"):
+        pipeline._check_task_memory(frames, 100)
+    pipeline._check_task_memory(frames, 85)  # 255 MiB: fine
+    pipeline._check_task_memory(frames.isel(time=slice(0, 4)), 100)  # only 4 frames in all
