@@ -128,3 +128,26 @@ def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
     ref = Output(local.output).open_cube()
     for var in ("frames", "labels", "cover"):
         np.testing.assert_array_equal(cube[var].values, ref[var].values)
+
+
+def test_one_writer_lock_on_s3(s3):
+    import json
+
+    from sediment_xr.exceptions import OutputError
+    from sediment_xr.lock import OutputLock
+
+    fs, options = s3
+    out = Output("s3://sediment-xr-test/locked", options)
+    with OutputLock(out, heartbeat=0) as lock:
+        assert json.loads(fs.cat("sediment-xr-test/locked/.sediment_xr/lock"))["token"] == (
+            lock.token
+        )
+        with pytest.raises(OutputError, match="being written by another sediment-xr run"):
+            OutputLock(Output(out.url, options), heartbeat=0).acquire()
+    assert not fs.exists("sediment-xr-test/locked/.sediment_xr/lock")
+    # A lock whose owner on another machine fell silent an hour ago is taken over.
+    old = "2026-01-01T00:00:00+00:00"
+    stale = {"host": "hub-node-7", "pid": 12, "token": "t", "started": old, "heartbeat": old}
+    fs.pipe("sediment-xr-test/locked/.sediment_xr/lock", json.dumps(stale).encode())
+    with OutputLock(Output(out.url, options), heartbeat=0) as lock:
+        assert "last heartbeat" in lock.taken_over
