@@ -10,10 +10,12 @@ class cover, trends and files.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
+import posixpath
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import dask
@@ -192,6 +194,47 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 _STAGE_KEYS = ("input", "ingest", "preprocess", "cluster")
+_FILES_CHANGED = "the input files: names, sizes or modification times"
+
+
+def _mix(fingerprint: str, signature: str) -> str:
+    return hashlib.sha256(f"{fingerprint}:{signature}".encode()).hexdigest()[:16]
+
+
+def _stamp(info: Mapping[str, Any]) -> str:
+    """A file's modification stamp from an fsspec ``info`` (local mtime, S3/GCS dates, ETag)."""
+    for key in ("mtime", "LastModified", "last_modified", "updated", "ETag", "etag"):
+        if info.get(key) is not None:
+            return str(info[key])
+    return ""
+
+
+def input_signature(config: Config, source: xr.DataArray) -> str:
+    """Hash of the input files' names, sizes and modification times.
+
+    Part of the stored fingerprints, so that a rerun notices an input folder that gained,
+    lost or changed files (or a video replaced under the same name) instead of mixing old
+    and new frames. Folders are listed once each, not file by file (object stores).
+    """
+    from fsspec.core import url_to_fs
+
+    files = json.loads(source.attrs.get("source_files") or "null") or [config.input]
+    options = dict(config.storage_options) if "://" in config.input else {}
+    fs, _ = url_to_fs(config.input, **options)
+    paths = [fs._strip_protocol(f) for f in files]
+    entries = []
+    if len(paths) == 1:
+        infos = {paths[0]: fs.info(paths[0])}
+    else:
+        infos = {}
+        for folder in sorted({posixpath.dirname(p) for p in paths}):
+            fs.invalidate_cache(folder)
+            for info in fs.ls(folder, detail=True):
+                infos[fs._strip_protocol(info["name"])] = info
+    for path in paths:
+        info = infos.get(path) or fs.info(path)
+        entries.append([posixpath.basename(path), info.get("size"), _stamp(info)])
+    return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()[:16]
 
 
 #: Largest chunk of frames a task may hold. A labelling task holds about four times this
@@ -289,8 +332,9 @@ def _run_locked(
     ys = _slice_from(pre.rows, source.sizes["y"], "rows")
     xs = _slice_from(pre.cols, source.sizes["x"], "cols")
     clip_limit, tiles = _check_clahe(pre.clip_limit, pre.tile_grid_size)
-    fp_ingest = config.fingerprint("ingest")
-    fp_model = config.fingerprint("model")
+    signature = input_signature(config, source)  # edited, added or removed input files
+    fp_ingest = _mix(config.fingerprint("ingest"), signature)
+    fp_model = _mix(config.fingerprint("model"), signature)
     resolved = redacted_dict(config)  # stored in the cube: no credentials
     state = out.state()  # read again: another run may have written it before we got the lock
     computed: list[str] = []
@@ -304,10 +348,13 @@ def _run_locked(
         if not overwrite:
             raise OutputError(
                 f"output {config.output} was made with a different config "
-                f"(changed: {', '.join(changed) or 'unknown'}). Rerun with --overwrite to "
+                f"(changed: {', '.join(changed) or _FILES_CHANGED}). Rerun with --overwrite to "
                 "replace it, or choose another output folder."
             )
-        log(f"--overwrite: replacing the output made with other settings ({', '.join(changed)})")
+        log(
+            "--overwrite: replacing the output made with other settings "
+            f"({', '.join(changed) or _FILES_CHANGED})"
+        )
     new_ingest = state is None or state.get("fingerprint_ingest") != fp_ingest
     new_model = new_ingest or state.get("fingerprint_model") != fp_model
     state = dict(state or {})

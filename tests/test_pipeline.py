@@ -169,8 +169,8 @@ def test_interrupted_label_stage_resumes(tmp_path, monkeypatch):
     expected = open_cube(config)["labels"].values
     # Simulate a crash: chunk 1 lost its mark and its data were never written.
     out = Output(config.output)
-    fp = config.fingerprint("model")
-    out.fs.rm(out.path(".sediment_xr", "progress", f"label-{fp}", "000001"))
+    (marks,) = Path(config.output, ".sediment_xr", "progress").glob("label-*")
+    (marks / "000001").unlink()
     out.fs.rm(out.path("cube.zarr", "labels", "c", "1"), recursive=True)
     out.update_attrs(**{COMPLETE_ATTR: False})
     calls = []
@@ -313,3 +313,24 @@ def test_chunks_too_big_for_a_task_are_refused():
         pipeline._check_task_memory(frames, 100)
     pipeline._check_task_memory(frames, 85)  # 255 MiB: fine
     pipeline._check_task_memory(frames.isel(time=slice(0, 4)), 100)  # only 4 frames in all
+
+
+def test_changed_input_files_are_noticed(tmp_path):
+    import shutil
+
+    stills = tmp_path / "stills"
+    shutil.copytree(sample_frames_dir(), stills)
+    config = dataclasses.replace(shr_config(tmp_path), input=str(stills))
+    pipeline.run(config, progress=False)
+    assert pipeline.run(config, progress=False).computed == ()  # unchanged: nothing to do
+    # A file gained: refused, not mixed into the stored frames.
+    shutil.copy(stills / "frame_0006.png", stills / "frame_0013.png")
+    with pytest.raises(OutputError, match=r"changed: the input files: names, sizes"):
+        pipeline.run(config, progress=False)
+    assert open_cube(config).sizes["time"] == 4  # the stored result is untouched
+    result = pipeline.run(config, overwrite=True, progress=False)
+    assert "ingest" in result.computed and open_cube(config).sizes["time"] == 5
+    # A file replaced under the same name (new size and time): refused too.
+    (stills / "frame_0013.png").write_bytes((stills / "frame_0010.png").read_bytes())
+    with pytest.raises(OutputError, match=r"changed: the input files"):
+        pipeline.run(config, progress=False)
