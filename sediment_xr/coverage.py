@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -122,6 +123,11 @@ def _check_classes(classes: Mapping[str, Sequence[int]], n_clusters: int) -> dic
             raise ConfigError(
                 f"classes needs non-empty text names, but got {name!r}. "
                 "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
+            )
+        if name in ("time", "frame") or re.fullmatch(r"cluster_\d+", name):
+            raise ConfigError(
+                f"classes needs names other than the columns of cover.csv (time, frame, "
+                f"cluster_0, cluster_1, ...), but got {name!r}. Rename it, e.g. {name}_class."
             )
         if isinstance(ids, int | np.integer) and not isinstance(ids, bool):
             ids = [ids]

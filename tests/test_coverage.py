@@ -122,3 +122,13 @@ def test_cover_needs_integer_labels():
         sx.cover(xr.DataArray(np.zeros((1, 2, 2)), dims=("time", "y", "x")), n_clusters=2)
     with pytest.raises(InputError, match="flag_values"):
         sx.cover(xr.DataArray(np.zeros((1, 2, 2), np.int8), dims=("time", "y", "x")))
+
+
+@pytest.mark.parametrize("name", ["time", "frame", "cluster_0", "cluster_12"])
+def test_class_names_that_clash_with_cover_csv_columns_are_refused(name):
+    with pytest.raises(
+        sx.ConfigError, match=rf"names other than the columns of cover.csv .*'{name}'"
+    ):
+        sx.merge_classes(
+            xr.DataArray(np.full((2, 3), 100 / 3), dims=("time", "cluster")), {name: [0]}
+        )
