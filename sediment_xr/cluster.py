@@ -38,6 +38,8 @@ NO_DATA: int = -1
 #: Largest number of clusters (labels are stored as int8).
 MAX_CLUSTERS: int = 100
 _MODEL_FORMAT = "sediment_xr.ClusterModel/1"
+# A model.json holds at most 100 centres: a few kilobytes.  Larger files are not models.
+_MAX_MODEL_BYTES = 1_000_000
 
 
 def _check_n_clusters(n_clusters: Any) -> int:
@@ -177,7 +179,8 @@ class ClusterModel:
         if expected != _checksum({k: v for k, v in data.items() if k != "sha256"}):
             raise ModelError(
                 f"{source} was modified after it was written (its checksum does not match). "
-                "Restore the original file or refit with sediment-xr run --overwrite."
+                "Restore the original file, or fit a new model (leave out cluster.model, or "
+                "run with --overwrite)."
             )
         try:
             return cls(
@@ -204,10 +207,20 @@ class ClusterModel:
     @classmethod
     def from_json(cls, text: str, *, source: str = "model") -> ClusterModel:
         """Read a model from a JSON string written by :meth:`to_json`."""
+        if isinstance(text, str | bytes) and len(text) > _MAX_MODEL_BYTES:
+            raise ModelError(
+                f"{source} is {len(text)} bytes, but a model.json is a few kilobytes (at most "
+                f"{_MAX_MODEL_BYTES}). Point to the model.json written by sediment_xr."
+            )
         try:
             data = json.loads(text)
-        except (json.JSONDecodeError, TypeError) as err:
-            raise ModelError(f"{source} is not valid JSON ({err}). Refit or restore it.") from err
+        except (ValueError, TypeError, RecursionError) as err:
+            # ValueError: not JSON (JSONDecodeError) or not UTF-8; RecursionError: nested
+            # thousands of levels deep.
+            raise ModelError(
+                f"{source} is not valid JSON ({type(err).__name__}: {err}). Point to the "
+                "model.json written by sediment_xr, restore it, or refit."
+            ) from err
         return cls.from_dict(data, source=source)
 
     def save(self, path: str | Path) -> None:
@@ -220,7 +233,18 @@ class ClusterModel:
         p = Path(path)
         if not p.is_file():
             raise ModelError(f"model file {p} does not exist. Give the path of a model.json.")
-        return cls.from_json(p.read_text(encoding="utf-8"), source=str(p))
+        if p.stat().st_size > _MAX_MODEL_BYTES:
+            raise ModelError(
+                f"model file {p} is {p.stat().st_size} bytes, but a model.json is a few "
+                f"kilobytes (at most {_MAX_MODEL_BYTES}). Give the model.json of an earlier run."
+            )
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise ModelError(
+                f"model file {p} is not UTF-8 text. Give the model.json of an earlier run."
+            ) from err
+        return cls.from_json(text, source=str(p))
 
     def predict(self, features: xr.DataArray) -> xr.DataArray:
         """Label features; same as :func:`label`."""
@@ -402,12 +426,21 @@ def fit_kmeans(
     sample = np.asarray(sample)
     if sample.ndim != 2 or sample.shape[1] != 3:
         raise InputError(f"fit_kmeans needs a pixel sample of shape (n, 3), got {sample.shape}.")
-    distinct = len(np.unique(sample, axis=0))
+    colours = np.unique(sample, axis=0)
+    distinct = len(colours)
+    if distinct <= 1:
+        seen = tuple(int(v) for v in colours[0]) if distinct else "no pixels"
+        raise InputError(
+            f"the frames are blank: every sampled pixel has the same colour {seen} "
+            f"({color_space}, after preprocessing), so no {n_clusters} clusters "
+            "(cluster.n_clusters) can be told apart. Check the input (lights off, lens cap, "
+            "all-black frames) and the crop (preprocess.crop)."
+        )
     if distinct < n_clusters:
         raise InputError(
-            f"n_clusters={n_clusters} needs at least that many distinct colours in the frames, "
-            f"but the pixel sample has only {distinct}. Use fewer clusters (n_clusters: "
-            f"{max(2, distinct)}) or check that the frames are not blank."
+            f"{n_clusters} clusters (cluster.n_clusters) need at least that many distinct "
+            f"colours in the frames, but the pixel sample has only {distinct}. Use "
+            f"n_clusters: {distinct}, or check the input and the crop (preprocess.crop)."
         )
     x = sample.astype(np.float64)
     centers = _kmeans_plusplus_init(x, n_clusters, n_init, random_state)

@@ -35,6 +35,9 @@ __all__ = [
 
 _COLOR_SPACES = ("bgr", "rgb", "hsv", "lab")
 _MAX_CONFIG_BYTES = 1_000_000
+# dask.memory_limit per worker: below this a worker cannot hold one chunk of a real frame.
+_MIN_MEMORY_LIMIT = 128 * 2**20
+_MAX_MEMORY_LIMIT = 2**50  # 1 PiB
 
 
 @dataclasses.dataclass(frozen=True)
@@ -365,10 +368,12 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
         _int("preprocess.clahe.tile_grid_size", t, low=1, high=256, fix=tile_fix) for t in tiles
     )
     n_workers_fix = "Use e.g. n_workers: 2."
-    scheduler = _optional_str("dask.scheduler", dsk.get("scheduler"), "Use tcp://host:8786.")
-    memory_limit = dsk.get("memory_limit", "4GiB")
-    if not isinstance(memory_limit, str | int) or isinstance(memory_limit, bool):
-        raise _fail("dask.memory_limit", "a size", memory_limit, "Use e.g. memory_limit: 4GiB.")
+    scheduler = _optional_str(
+        "dask.scheduler",
+        dsk.get("scheduler"),
+        "Use e.g. scheduler: tcp://host:8786, or synchronous to compute in this process.",
+    )
+    memory_limit = _memory_limit(dsk.get("memory_limit", "4GiB"))
 
     inp = _resolve(data["input"], base_dir)
     out = _resolve(data["output"], base_dir)
@@ -446,10 +451,30 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
                 high=256,
                 fix="Use e.g. threads_per_worker: 1.",
             ),
-            memory_limit=str(memory_limit),
+            memory_limit=memory_limit,
         ),
         report=_report(rep),
     )
+
+
+def _memory_limit(value: Any) -> str:
+    """``dask.memory_limit``: ``auto`` or a size such as ``4GiB`` (a plain number is bytes)."""
+    key, fix = "dask.memory_limit", "Use e.g. memory_limit: 4GiB (per worker), or auto."
+    if isinstance(value, str) and value.strip().lower() == "auto":
+        return "auto"
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise _fail(key, "a size such as 4GiB", value, fix)
+    from dask.utils import parse_bytes
+
+    try:
+        size = parse_bytes(value.strip() if isinstance(value, str) else value)
+    except (ValueError, TypeError, OverflowError) as err:
+        raise _fail(key, "a size such as 4GiB", value, fix) from err
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(key, "a size such as 4GiB", value, fix)
+    if not _MIN_MEMORY_LIMIT <= size <= _MAX_MEMORY_LIMIT:
+        raise _fail(key, "a size from 128MiB to 1PiB per worker", value, fix)
+    return value.strip() if isinstance(value, str) else str(int(size))
 
 
 def _bool(key: str, value: Any) -> bool:

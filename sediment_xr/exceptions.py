@@ -16,6 +16,7 @@ __all__ = [
     "OutputError",
     "SedimentXRError",
     "SedimentXRWarning",
+    "StorageError",
 ]
 
 
@@ -41,6 +42,10 @@ class ModelError(SedimentXRError, ValueError):
 
 class OutputError(SedimentXRError, ValueError):
     """An output location cannot be written as asked (exists with other settings, incomplete)."""
+
+
+class StorageError(SedimentXRError, OSError):
+    """A file system or object store refuses access, cannot be reached or times out."""
 
 
 class SedimentXRWarning(UserWarning):

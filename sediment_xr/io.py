@@ -7,6 +7,11 @@ one dask task per chunk.  Each task opens its own file or container, so the task
 only plain values (paths, URLs, lists of integers) and runs on ``dask.distributed`` worker
 processes.
 
+A frame that cannot be decoded (corrupt data in the middle of a video, a damaged still) does
+not stop the run: its pixels are 0 and the lazy ``frame_status`` coordinate says
+``undecodable`` (see :data:`FRAME_STATUS_ATTRS`); it is computed by the same tasks as the
+pixels.
+
 Writing frames to Zarr lives in another module; this one only opens.
 """
 
@@ -14,6 +19,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import contextvars
 import datetime as dt
 import glob
 import itertools
@@ -45,11 +51,19 @@ from sediment_xr.exceptions import (
     ConfigError,
     InputError,
     InputNotFoundError,
+    SedimentXRError,
     SedimentXRWarning,
+    StorageError,
 )
 
 __all__ = [
+    "FRAME_NOT_READ",
+    "FRAME_OK",
+    "FRAME_STATUS_ATTRS",
+    "FRAME_UNDECODABLE",
     "IMAGE_EXTENSIONS",
+    "MAX_FRAME_PIXELS",
+    "config_names",
     "open_images",
     "open_video",
     "parse_frame_interval",
@@ -67,13 +81,101 @@ _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
 _STAMP_RE = re.compile(
     r"(?<!\d)(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:[.,](\d{1,9}))?(?:Z|_UTC)?(?!\d)"
 )
+#: ``frame_status`` of a frame never decoded: the fill value of a stored status not written.
+FRAME_NOT_READ: int = 0
+#: ``frame_status`` of a frame decoded without error.
+FRAME_OK: int = 1
+#: ``frame_status`` of a frame whose data cannot be decoded; its pixels are 0.
+FRAME_UNDECODABLE: int = 2
+#: CF flag attributes of the ``frame_status`` coordinate.
+FRAME_STATUS_ATTRS: dict[str, Any] = {
+    "long_name": "decoding status of each frame",
+    "flag_values": [FRAME_NOT_READ, FRAME_OK, FRAME_UNDECODABLE],
+    "flag_meanings": "not_read ok undecodable",
+    "comment": "undecodable frames (corrupt or missing data) are skipped; their pixels are 0",
+}
+#: Largest frame (width x height, here 8192 x 8192) opened.  Larger images and videos are
+#: refused before decoding: a few kilobytes of PNG can claim gigapixels (a decompression
+#: bomb), and one such frame fills a worker's memory.
+MAX_FRAME_PIXELS: int = 2**26
+# Decoded with cv2 as stored (no EXIF rotation), then rotated by the EXIF orientation tag read
+# with Pillow, so that the size read from the header and the decoded pixels always agree.
 _IMREAD_FLAGS = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
 _HEADER_THREADS = 16
+# Frames tried from the start of the input for one that decodes, when opening.
+_FIRST_FRAME_TRIES = 16
+_OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss")
+
+# Whether messages name options as config keys (the command line) or Python arguments.
+_CONFIG_NAMES: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "sediment_xr_config_names", default=False
+)
+_OPTION_SECTION = {
+    "fps": "ingest",
+    "resize": "ingest",
+    "start_time": "ingest",
+    "frame_interval": "ingest",
+    "chunk_frames": "ingest",
+}
 
 
 # ---------------------------------------------------------------------------------------------
 # Public helpers
 # ---------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def config_names() -> Iterator[None]:
+    """Name options as config keys in messages, instead of as Python arguments.
+
+    Inside the block, errors and warnings raised while opening say e.g.
+    ``ingest.resize: [64, 48]`` and ``ingest.start_time`` where the Python API says
+    ``resize=(64, 48)`` and ``start_time``.  The command line opens its input inside this
+    block, so that every message names what the user wrote in the config file.
+
+    Examples
+    --------
+    >>> with config_names():  # doctest: +SKIP
+    ...     open_video("camera.mp4", frame_interval="1h")
+    ConfigError: ingest.frame_interval: '1h' needs ingest.start_time ...
+    """
+    token = _CONFIG_NAMES.set(True)
+    try:
+        yield
+    finally:
+        _CONFIG_NAMES.reset(token)
+
+
+def _option(name: str, value: Any = ...) -> str:
+    """How the user sets option `name` (to `value`): config key or Python argument."""
+    if _CONFIG_NAMES.get():
+        section = _OPTION_SECTION.get(name)
+        key = f"{section}.{name}" if section else name
+        return key if value is ... else f"{key}: {_yaml_value(value)}"
+    return name if value is ... else f"{name}={value!r}"
+
+
+def _yaml_value(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_yaml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return repr(value)
+    return str(value)
+
+
+def _api(func: str) -> str:
+    """Who needs something: the Python function, or (on the command line) the input."""
+    return "the input" if _CONFIG_NAMES.get() else func
+
+
+def _interval_example() -> str:
+    return (
+        f"{_option('start_time', '2022-06-01')} and {_option('frame_interval', '17h')}"
+        if _CONFIG_NAMES.get()
+        else _INTERVAL_EXAMPLE
+    )
 
 
 def parse_frame_interval(
@@ -204,29 +306,36 @@ def open_video(
     xarray.DataArray
         Named ``"frames"``, dims ``(time, y, x, channel)``, dtype uint8, RGB, dask-backed and
         chunked along ``time`` only.  Coordinates: ``time`` (datetime64[ns], naive UTC),
-        ``frame`` (along ``time``: 0-based index of the frame in the video), ``y``, ``x``.
+        ``frame`` (along ``time``: 0-based index of the frame in the video), ``y``, ``x``,
+        and ``frame_status`` (lazy uint8 along ``time``, :data:`FRAME_STATUS_ATTRS`).
 
     Raises
     ------
     InputNotFoundError
         If the file does not exist.
     InputError
-        If the file is empty, not a video FFmpeg can open, has no video stream or no
-        decodable frame.
+        If the file is empty, truncated (ends before the duration its header gives), not a
+        video FFmpeg can open, has no video stream, uses a codec FFmpeg cannot decode, has
+        frames over :data:`MAX_FRAME_PIXELS`, or none of its first frames decodes.
+    StorageError
+        If the file system or object store holding the file refuses access or times out.
     ConfigError
         If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid.
 
     Warns
     -----
     SedimentXRWarning
-        If neither `start_time`, `frame_interval` nor the container's ``creation_time`` gives
-        the time: time is then the stream time counted from 1970-01-01.
+        If `start_time` is given without `frame_interval`: time is then the playback time of
+        the video, which is not real time for a time-lapse.  If neither `start_time`,
+        `frame_interval` nor the container's ``creation_time`` gives the time: time is then
+        the stream time counted from 1970-01-01.
 
     Notes
     -----
     Lazy: opening reads the packet index of the video stream (no decoding) and decodes the
     first frame once; every chunk is decoded by its own task, which opens the video, seeks to
-    the key frame at or before its first frame and decodes forward.
+    the key frame at or before its first frame and decodes forward.  A frame that fails to
+    decode is skipped (pixels 0, ``frame_status`` undecodable) and decoding goes on.
 
     Time is, in order of preference: ``start_time + k * frame_interval`` for output frame
     ``k``; ``start_time`` + the frame's presentation time in the stream (counted from the
@@ -250,25 +359,37 @@ def open_video(
     wanted = [probe.pts[i] for i in indices]
     height, width = probe.frame_size
     out_w, out_h = out_size if out_size is not None else (width, height)
+    _check_pixels(target, out_w, out_h, "resized frames")
 
-    blocks = []
+    blocks, statuses = [], []
     for begin in range(0, len(wanted), chunk_frames):
         chunk = wanted[begin : begin + chunk_frames]
-        task = dask.delayed(_decode_video_chunk, pure=True)(
+        task = dask.delayed(_video_chunk_task, pure=True, nout=2)(
             target,
             chunk,
             frame_size=(height, width),
             out_size=out_size,
             storage_options=options,
         )
-        blocks.append(_block(task, len(chunk), out_h, out_w))
+        blocks.append(_block(task[0], len(chunk), out_h, out_w))
+        statuses.append(_status_block(task[1], len(chunk)))
     data = da.concatenate(blocks, axis=0)
+    status = da.concatenate(statuses, axis=0)
 
     offsets = _stream_offsets_ns(wanted, probe.pts[0], probe.time_base)
     if interval is not None:
         times = _regular_times(start, interval, len(wanted))
         time_source = "frame_interval"
     elif start is not None:
+        warnings.warn(
+            f"{target}: time is {_option('start_time')} + the video's playback time, because "
+            f"{_option('frame_interval')} is not given; the playback time of a time-lapse "
+            "video is not real time (331 frames may span 8 months). Give "
+            f"{_option('frame_interval')} (the time between frames), e.g. "
+            f"{_option('frame_interval', '17h')}.",
+            SedimentXRWarning,
+            stacklevel=2,
+        )
         times = _offset_times(start, offsets)
         time_source = "start_time+stream"
     else:
@@ -278,9 +399,10 @@ def open_video(
             time_source = "creation_time+stream"
         else:
             warnings.warn(
-                f"{target} has no usable creation_time metadata and no start_time was given, "
-                "so time is the stream time counted from 1970-01-01T00:00:00. Give "
-                f"start_time (and frame_interval for a time-lapse), e.g. {_INTERVAL_EXAMPLE}.",
+                f"{target} has no usable creation_time metadata and no "
+                f"{_option('start_time')} was given, so time is the stream time counted from "
+                f"1970-01-01T00:00:00. Give {_option('start_time')} (and "
+                f"{_option('frame_interval')} for a time-lapse), e.g. {_interval_example()}.",
                 SedimentXRWarning,
                 stacklevel=2,
             )
@@ -302,7 +424,8 @@ def open_video(
         "channel_order": "RGB",
         "history": f"{_now()}: {call}",
     }
-    return _frames_array(data, times, np.asarray(indices, dtype=np.int64), time_source, attrs)
+    frames = np.asarray(indices, dtype=np.int64)
+    return _frames_array(data, times, frames, time_source, attrs, status=status)
 
 
 @dataclass(frozen=True)
@@ -317,64 +440,152 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
     """Read the video stream's packet index and decode its first frame (client side)."""
     with contextlib.ExitStack() as stack:
         try:
-            container = stack.enter_context(_av_container(source, storage_options))
+            with _storage_errors(source):
+                container = stack.enter_context(_av_container(source, storage_options))
+        except SedimentXRError:
+            raise
         except Exception as err:
             raise InputError(
-                f"{source} cannot be opened by FFmpeg ({_short(err)}); open_video needs a "
-                "video file FFmpeg can read (MP4/H.264, MKV, AVI...). Check that it is a "
-                "complete video and not, e.g., an HTML error page or text saved with a "
-                "video extension."
+                f"{source} cannot be opened by FFmpeg ({_short(err)}); "
+                f"{_api('open_video')} needs a video file FFmpeg can read (MP4/H.264, MKV, "
+                "AVI...). Check that it is a complete video and not, e.g., an HTML error page "
+                "or text saved with a video extension."
             ) from err
         streams = container.streams.video
         if not streams:
             kinds = sorted({s.type for s in container.streams}) or ["none"]
             raise InputError(
-                f"{source} has no video stream (streams: {', '.join(kinds)}); open_video "
-                "needs a file with a video stream. Check that this is the video, not its "
-                "audio track or subtitles."
+                f"{source} has no video stream (streams: {', '.join(kinds)}); "
+                f"{_api('open_video')} needs a file with a video stream. Check that this is "
+                "the video, not its audio track or subtitles."
             )
         stream = streams[0]
+        if stream.codec_context is None:
+            raise InputError(
+                f"{source}: its video stream uses a codec this FFmpeg build cannot decode; "
+                f"{_api('open_video')} needs a codec FFmpeg decodes (H.264, HEVC, MJPEG, "
+                "FFV1, VP9...). Re-encode it, e.g. `ffmpeg -i in.avi -c:v libx264 -crf 18 "
+                "out.mp4`."
+            )
+        _check_pixels(source, stream.codec_context.width, stream.codec_context.height)
         time_base = stream.time_base
         metadata = {**stream.metadata, **container.metadata}
         creation = metadata.get("creation_time")
         try:
-            pts = sorted(
-                {
-                    int(packet.pts)
-                    for packet in container.demux(stream)
-                    if packet.pts is not None and packet.size > 0 and not packet.is_discard
-                }
-            )
+            packets = [
+                (int(packet.pts), int(packet.duration or 0))
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size > 0 and not packet.is_discard
+            ]
         except Exception as err:
             raise InputError(
-                f"{source} cannot be read to its end by FFmpeg ({_short(err)}); open_video "
-                "needs a complete video file. The file may be truncated: download or copy "
-                "it again."
+                f"{source} cannot be read to its end by FFmpeg ({_short(err)}); "
+                f"{_api('open_video')} needs a complete video file. The file may be "
+                "truncated: download or copy it again."
             ) from err
+        declared = _declared_duration(container, stream)
+        pts = sorted({p for p, _ in packets})
 
+    if not pts and declared:
+        raise InputError(
+            f"{source} is truncated: its header gives {float(declared):.3f} s of video but "
+            f"no frame is there; {_api('open_video')} needs a complete video. Download or "
+            "copy it again."
+        )
     if not pts:
         raise InputError(
-            f"{source} has a video stream but 0 frames; open_video needs at least one "
-            "decodable frame. The recording is empty or truncated: check it with ffprobe."
+            f"{source} has a video stream but 0 frames; {_api('open_video')} needs at least "
+            "one decodable frame. The recording is empty or truncated: check it with ffprobe."
         )
     if time_base is None:
         raise InputError(
-            f"{source} has a video stream without a time base; open_video needs frame "
-            "timestamps. Re-mux the file, e.g. `ffmpeg -i in -c copy out.mkv`."
+            f"{source} has a video stream without a time base; {_api('open_video')} needs "
+            "frame timestamps. Re-mux the file, e.g. `ffmpeg -i in -c copy out.mkv`."
         )
-    try:
-        first = _decode_video_chunk(source, [pts[0]], storage_options=storage_options)
-    except Exception as err:
-        raise InputError(
-            f"{source}: its first frame (pts {pts[0]}) cannot be decoded ({_short(err)}); "
-            "open_video needs decodable frames. The file may be damaged or use a codec "
-            "this FFmpeg build lacks: check it with ffprobe or re-encode it."
-        ) from err
+    _check_not_truncated(source, packets, pts, Fraction(time_base), declared)
+    first = _first_decodable_frame(source, pts, storage_options)
     return _VideoProbe(
         pts=pts,
         time_base=Fraction(time_base),
-        frame_size=(int(first.shape[1]), int(first.shape[2])),
+        frame_size=(int(first.shape[0]), int(first.shape[1])),
         creation_time=creation,
+    )
+
+
+def _declared_duration(container: Any, stream: Any) -> Fraction | None:
+    """Duration (seconds) the file's header gives for the video stream, or None.
+
+    Only where the header states it: an MP4/MOV track's own duration, or an MKV/WebM
+    segment's duration when the video is its only stream.  FFmpeg fills in other durations
+    by estimating (from other streams, or the bit rate), which would not show truncation.
+    """
+    formats = set(container.format.name.split(","))
+    if formats & {"mov", "mp4"} and stream.duration and stream.time_base is not None:
+        return stream.duration * Fraction(stream.time_base)
+    if formats & {"matroska", "webm"} and len(container.streams) == 1 and container.duration:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _check_not_truncated(
+    source: str,
+    packets: Sequence[tuple[int, int]],
+    pts: Sequence[int],
+    time_base: Fraction,
+    declared: Fraction | None,
+) -> None:
+    """Raise if the frames end well before the duration the file's header declares.
+
+    A download or copy cut short keeps its header: FFmpeg then reads the frames that are
+    there without an error, and the run would look complete with part of the video.
+    """
+    if declared is None:
+        return
+    steps = [b - a for a, b in itertools.pairwise(pts) if b > a]
+    last_duration = max((d for p, d in packets if p == pts[-1]), default=0)
+    step = last_duration or (int(np.median(steps)) if steps else 0)
+    if step <= 0:
+        return
+    found = (pts[-1] - pts[0] + step) * time_base
+    missing = declared - found
+    # The last frame's duration is exact when the file stores it; otherwise allow for a last
+    # frame shown longer than the others.
+    slack = Fraction(1, 2) if last_duration else Fraction(3, 2)
+    if missing > slack * step * time_base:
+        raise InputError(
+            f"{source} is truncated: its header gives {float(declared):.3f} s of video but "
+            f"its {len(pts)} frames end at {float(found):.3f} s; {_api('open_video')} needs "
+            "a complete video. Download or copy it again; to analyse only the frames that "
+            "are there, re-mux them first: `ffmpeg -i in.mkv -c copy complete.mkv`."
+        )
+
+
+def _first_decodable_frame(
+    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None
+) -> np.ndarray:
+    """Decode the first frame; if it is damaged, the first of the next few that decodes."""
+    tries = [list(pts[:1]), list(pts[1:_FIRST_FRAME_TRIES])]
+    errors: list[str] = []
+    for wanted in tries:
+        if not wanted:
+            continue
+        try:
+            frames, status = _decode_video_frames(
+                source, wanted, storage_options=storage_options, errors=errors
+            )
+        except av.FFmpegError as err:
+            errors.append(_short(err))
+            continue
+        ok = np.flatnonzero(status == FRAME_OK)
+        if ok.size:
+            return frames[ok[0]]
+    count = min(len(pts), _FIRST_FRAME_TRIES)
+    which = f"its {count} frames" if count == len(pts) else f"its first {count} frames"
+    seen = f" ({errors[0]})" if errors else ""
+    raise InputError(
+        f"{source}: none of {which} can be decoded{seen}; {_api('open_video')} needs "
+        "decodable frames. The file is damaged or uses a codec this FFmpeg build lacks: "
+        "check it with ffprobe, or re-encode it (`ffmpeg -i in -c:v libx264 out.mp4`)."
     )
 
 
@@ -391,6 +602,38 @@ def _av_container(source: str, storage_options: Mapping[str, Any] | None) -> Ite
         yield container
 
 
+def _video_chunk_task(
+    source: str,
+    wanted_pts: Sequence[int],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dask task: decode a chunk of frames, skipping undecodable ones.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(len(wanted_pts), height, width, 3)`` uint8 RGB frames (0 where undecodable) and
+        their uint8 ``frame_status``.
+    """
+    try:
+        return _decode_video_frames(
+            source,
+            wanted_pts,
+            frame_size=frame_size,
+            out_size=out_size,
+            storage_options=storage_options,
+        )
+    except av.FFmpegError as err:
+        raise InputError(
+            f"{source}: reading frames at pts {min(wanted_pts)}..{max(wanted_pts)} failed "
+            f"({_short(err)}); the file may have changed or become unreadable since it was "
+            "opened. Check it with ffprobe and run again."
+        ) from err
+
+
 def _decode_video_chunk(
     source: str,
     wanted_pts: Sequence[int],
@@ -399,7 +642,7 @@ def _decode_video_chunk(
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """Decode the frames with the given presentation timestamps.
+    """Decode the frames with the given presentation timestamps; every one must decode.
 
     Parameters
     ----------
@@ -418,44 +661,104 @@ def _decode_video_chunk(
     -------
     numpy.ndarray
         ``(len(wanted_pts), height, width, 3)`` uint8 RGB frames.
+
+    Raises
+    ------
+    InputError
+        If a frame cannot be decoded or is not found.
+    """
+    errors: list[str] = []
+    try:
+        frames, status = _decode_video_frames(
+            source,
+            wanted_pts,
+            frame_size=frame_size,
+            out_size=out_size,
+            storage_options=storage_options,
+            errors=errors,
+        )
+    except av.FFmpegError as err:
+        raise InputError(
+            f"{source}: decoding frames at pts {min(wanted_pts)}..{max(wanted_pts)} failed "
+            f"({_short(err)}); the file may be damaged or may have changed since it was "
+            "opened. Check it with ffprobe, or re-encode it."
+        ) from err
+    bad = sorted({int(p) for p, s in zip(wanted_pts, status, strict=True) if s != FRAME_OK})
+    if bad:
+        seen = f" ({errors[0]})" if errors else ""
+        raise InputError(
+            f"{source}: frames with pts {bad[:5]} were not found when decoding{seen}; the "
+            "file may be damaged, truncated or may have changed since it was opened. Check "
+            "it with ffprobe and open it again."
+        )
+    return frames
+
+
+def _decode_video_frames(
+    source: str,
+    wanted_pts: Sequence[int],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    errors: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode the frames with the given presentation timestamps, skipping undecodable ones.
+
+    Parameters
+    ----------
+    source, wanted_pts, frame_size, out_size, storage_options
+        As for :func:`_decode_video_chunk`.
+    errors : list of str, optional
+        Decoding errors met are appended to it.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        Frames ``(len(wanted_pts), height, width, 3)`` uint8 RGB, 0 where a frame cannot be
+        decoded or is not found, and the uint8 status of each (:data:`FRAME_OK` or
+        :data:`FRAME_UNDECODABLE`).
+
+    Raises
+    ------
+    av.FFmpegError
+        If the file cannot be opened or demuxed (errors of single packets are skipped).
     """
     if out_size is not None:
         cv2.setNumThreads(1)
+    errors = [] if errors is None else errors
     slots: dict[int, list[int]] = {}
     for position, pts in enumerate(wanted_pts):
         slots.setdefault(int(pts), []).append(position)
+    status = np.full(len(wanted_pts), FRAME_UNDECODABLE, dtype=np.uint8)
     if not slots:
         height, width = frame_size or (0, 0)
         if out_size is not None:
             width, height = out_size
-        return np.empty((0, height, width, 3), dtype=np.uint8)
+        return np.empty((0, height, width, 3), dtype=np.uint8), status
 
     found: dict[int, np.ndarray] = {}
     # First pass: seek to the key frame at/before the first wanted frame.  If the demuxer's
-    # index is off and the seek lands after it, decode again from the start of the stream.
+    # index is off and the seek lands after it, or a frame did not decode there (its
+    # reference frames were before the seek point), decode again from the start.
     for seek in (True, False):
-        try:
-            _decode_pass(source, storage_options, slots, found, frame_size, out_size, seek)
-        except av.FFmpegError as err:
-            raise InputError(
-                f"{source}: decoding frames at pts {min(slots)}..{max(slots)} failed "
-                f"({_short(err)}); the file may be damaged or may have changed since it was "
-                "opened. Check it with ffprobe, or re-encode it."
-            ) from err
+        _decode_pass(source, storage_options, slots, found, frame_size, out_size, seek, errors)
         if len(found) == len(slots):
             break
 
-    missing = sorted(set(slots) - set(found))
-    if missing:
-        raise InputError(
-            f"{source}: frames with pts {missing[:5]} were not found when decoding; the "
-            "file may be truncated or may have changed since it was opened. Open it again."
-        )
-    first = found[min(slots)]
-    out = np.empty((len(wanted_pts), *first.shape), dtype=np.uint8)
+    if found:
+        shape = next(iter(found.values())).shape
+    else:
+        height, width = frame_size or (0, 0)
+        if out_size is not None:
+            width, height = out_size
+        shape = (height, width, 3)
+    out = np.zeros((len(wanted_pts), *shape), dtype=np.uint8)
     for pts, positions in slots.items():
-        out[positions] = found[pts]
-    return out
+        if pts in found:
+            out[positions] = found[pts]
+            status[positions] = FRAME_OK
+    return out, status
 
 
 def _decode_pass(
@@ -466,8 +769,13 @@ def _decode_pass(
     frame_size: tuple[int, int] | None,
     out_size: tuple[int, int] | None,
     seek: bool,
+    errors: list[str] | None = None,
 ) -> None:
-    """Decode forward (after a key-frame seek if `seek`) and store wanted frames in `found`."""
+    """Decode forward (after a key-frame seek if `seek`) and store wanted frames in `found`.
+
+    A packet that fails to decode is skipped (its error appended to `errors`); the frames it
+    held are then missing from `found`.
+    """
     last = max(slots)
     with _av_container(source, storage_options) as container:
         stream = container.streams.video[0]
@@ -477,17 +785,24 @@ def _decode_pass(
                 container.seek(min(slots), stream=stream, backward=True, any_frame=False)
             except av.FFmpegError:
                 return  # input cannot seek: the caller decodes from the start instead
-        for frame in container.decode(stream):
-            pts = frame.pts
-            if pts is None:
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as err:
+                if errors is not None:
+                    errors.append(f"pts {packet.pts}: {_short(err)}")
                 continue
-            if pts > last:
-                break
-            if pts in slots and pts not in found:
-                rgb = frame.to_ndarray(format="rgb24")
-                found[pts] = _fit_frame(rgb, source, pts, frame_size, out_size)
-                if len(found) == len(slots):
-                    break
+            for frame in decoded:
+                pts = frame.pts
+                if pts is None:
+                    continue
+                if pts > last:
+                    return
+                if pts in slots and pts not in found:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    found[pts] = _fit_frame(rgb, source, pts, frame_size, out_size)
+                    if len(found) == len(slots):
+                        return
 
 
 def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> list[int]:
@@ -557,8 +872,9 @@ def open_images(
     xarray.DataArray
         Named ``"frames"``, dims ``(time, y, x, channel)``, dtype uint8, RGB, dask-backed and
         chunked along ``time`` only.  Coordinates: ``time`` (datetime64[ns], naive UTC),
-        ``frame`` (0-based position in the sorted sequence), ``y``, ``x``.  The ordered file
-        list is in the ``source_files`` attribute (a JSON string).
+        ``frame`` (0-based position in the sorted sequence), ``y``, ``x``, and
+        ``frame_status`` (lazy uint8 along ``time``, :data:`FRAME_STATUS_ATTRS`).  The
+        ordered file list is in the ``source_files`` attribute (a JSON string).
 
     Raises
     ------
@@ -566,7 +882,10 @@ def open_images(
         If the folder does not exist or holds no image files.
     InputError
         If only some names hold a timestamp, two names hold the same timestamp, an image
-        cannot be read, or images differ in size and `resize` is not given.
+        header cannot be read, an image is over :data:`MAX_FRAME_PIXELS`, none of the first
+        images decodes, or images differ in size and `resize` is not given.
+    StorageError
+        If the file system or object store refuses access or times out.
     ConfigError
         If names hold no timestamps and `start_time`/`frame_interval` are missing, or an
         option is invalid.
@@ -579,9 +898,12 @@ def open_images(
     Order and time: if every name holds a timestamp like ``..._20210824T031618_UTC.jpg``,
     images are sorted by it and it is the time.  If none does, names are sorted naturally
     (``frame_2`` before ``frame_10``) and time needs `start_time` and `frame_interval`.
-    Images are decoded with ``cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION`` (EXIF
-    rotation is not applied, so sizes match the headers); grey images become three equal
-    channels and alpha is dropped.
+    Images are shown as a viewer shows them: the EXIF orientation tag (JPEG, PNG, TIFF) is
+    applied, to the size read from the header and to the pixels alike, so a crop's "bottom
+    rows" are the bottom of the picture as seen.  Grey images become three equal channels,
+    alpha is dropped and 16-bit images are scaled to 8 bits (``value >> 8``).  An image whose
+    header reads but whose data does not decode is skipped (pixels 0, ``frame_status``
+    undecodable).
     """
     source = _as_source(folder_or_glob, "open_images")
     out_size = _check_resize(resize)
@@ -597,7 +919,8 @@ def open_images(
     elif stamps is None:
         raise ConfigError(
             f"{files[0]} has no timestamp in its name (like ..._20210824T031618_UTC.jpg); "
-            f"give start_time and frame_interval, e.g. {_INTERVAL_EXAMPLE}."
+            f"give {_option('start_time')} and {_option('frame_interval')}, e.g. "
+            f"{_interval_example()}."
         )
     elif start is not None:
         stamp_ns = np.array([s.value for s in stamps], dtype=np.int64)
@@ -607,39 +930,34 @@ def open_images(
         times = np.array([s.to_datetime64() for s in stamps], dtype="datetime64[ns]")
         time_source = "filename"
 
-    sizes = _image_sizes(files, options)
+    sizes, rotated = _image_sizes(files, options)
     width, height = sizes[0]
     if out_size is None:
         for name, size in zip(files, sizes, strict=True):
             if size != sizes[0]:
+                shown = " (as shown, after EXIF rotation)" if {name, files[0]} & rotated else ""
                 raise InputError(
                     f"{name} is {size[0]}x{size[1]} pixels but {files[0]} is "
-                    f"{width}x{height}; open_images needs images of one size. Resize them all "
-                    f"to one size with resize=({width}, {height}) (config: ingest.resize: "
-                    f"[{width}, {height}])."
+                    f"{width}x{height}{shown}; {_api('open_images')} needs images of one "
+                    f"size. Resize them all to one size with {_option('resize', (width, height))}."
                 )
-    try:
-        _read_image_chunk(files[:1], storage_options=options)
-    except InputError:
-        raise
-    except Exception as err:
-        raise InputError(
-            f"{files[0]} cannot be decoded ({_short(err)}); open_images needs readable "
-            "PNG/JPEG/TIFF images. Check or replace this file."
-        ) from err
     out_w, out_h = out_size if out_size is not None else (width, height)
+    _check_pixels(source, out_w, out_h, "resized frames")
+    _first_decodable_image(files, options)
 
-    blocks = []
+    blocks, statuses = [], []
     for begin in range(0, len(files), chunk_frames):
         chunk = files[begin : begin + chunk_frames]
-        task = dask.delayed(_read_image_chunk, pure=True)(
+        task = dask.delayed(_image_chunk_task, pure=True, nout=2)(
             chunk,
             frame_size=(height, width),
             out_size=out_size,
             storage_options=options,
         )
-        blocks.append(_block(task, len(chunk), out_h, out_w))
+        blocks.append(_block(task[0], len(chunk), out_h, out_w))
+        statuses.append(_status_block(task[1], len(chunk)))
     data = da.concatenate(blocks, axis=0)
+    status = da.concatenate(statuses, axis=0)
 
     call = _call_repr(
         "open_images",
@@ -657,7 +975,7 @@ def open_images(
         "history": f"{_now()}: {call} ({len(files)} files)",
     }
     frames = np.arange(len(files), dtype=np.int64)
-    return _frames_array(data, times, frames, time_source, attrs)
+    return _frames_array(data, times, frames, time_source, attrs, status=status)
 
 
 def _read_image_chunk(
@@ -667,7 +985,7 @@ def _read_image_chunk(
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> np.ndarray:
-    """Read and decode image files into one array.
+    """Read and decode image files into one array; every one must decode.
 
     Parameters
     ----------
@@ -683,32 +1001,142 @@ def _read_image_chunk(
     Returns
     -------
     numpy.ndarray
-        ``(len(files), height, width, 3)`` uint8 RGB images.
+        ``(len(files), height, width, 3)`` uint8 RGB images, EXIF orientation applied.
+
+    Raises
+    ------
+    InputError
+        If an image cannot be decoded.
     """
+    frames, status, errors = _read_images(files, frame_size, out_size, storage_options)
+    bad = np.flatnonzero(status != FRAME_OK)
+    if bad.size:
+        raise InputError(errors[0])
+    return frames
+
+
+def _image_chunk_task(
+    files: Sequence[str],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dask task: read a chunk of images, skipping undecodable ones.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(len(files), height, width, 3)`` uint8 RGB images (0 where undecodable) and their
+        uint8 ``frame_status``.
+    """
+    frames, status, _ = _read_images(files, frame_size, out_size, storage_options)
+    return frames, status
+
+
+def _read_images(
+    files: Sequence[str],
+    frame_size: tuple[int, int] | None,
+    out_size: tuple[int, int] | None,
+    storage_options: Mapping[str, Any] | None,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Images (0 where undecodable), their ``frame_status`` and the decoding errors."""
     cv2.setNumThreads(1)
-    out: np.ndarray | None = None
-    for position, name in enumerate(files):
-        raw = np.frombuffer(_read_bytes(name, storage_options), dtype=np.uint8)
-        try:
-            bgr = cv2.imdecode(raw, _IMREAD_FLAGS) if raw.size else None
-        except cv2.error:
-            bgr = None
-        if bgr is None:
-            raise InputError(
-                f"{name} cannot be decoded as an image by OpenCV ({raw.size} bytes); "
-                "open_images needs readable PNG/JPEG/TIFF files. Check or replace this file."
+    decoded: list[np.ndarray | None] = []
+    errors: list[str] = []
+    for name in files:
+        raw = _read_bytes(name, storage_options)
+        rgb = _decode_image(raw)
+        if rgb is None:
+            errors.append(
+                f"{name} cannot be decoded as an image by OpenCV ({len(raw)} bytes); "
+                f"{_api('open_images')} needs readable PNG/JPEG/TIFF files. Check or replace "
+                "this file."
             )
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        rgb = _fit_frame(rgb, name, None, frame_size, out_size)
-        if out is None:
-            out = np.empty((len(files), *rgb.shape), dtype=np.uint8)
-        out[position] = rgb
-    if out is None:
-        height, width = frame_size or (0, 0)
-        if out_size is not None:
-            width, height = out_size
-        out = np.empty((0, height, width, 3), dtype=np.uint8)
-    return out
+            decoded.append(None)
+            continue
+        decoded.append(_fit_frame(rgb, name, None, frame_size, out_size))
+    if out_size is not None:
+        shape = (out_size[1], out_size[0], 3)
+    elif frame_size is not None:
+        shape = (*frame_size, 3)
+    else:
+        shape = next((d.shape for d in decoded if d is not None), (0, 0, 3))
+    out = np.zeros((len(files), *shape), dtype=np.uint8)
+    status = np.full(len(files), FRAME_UNDECODABLE, dtype=np.uint8)
+    for position, rgb in enumerate(decoded):
+        if rgb is not None:
+            out[position] = rgb
+            status[position] = FRAME_OK
+    return out, status, errors
+
+
+def _decode_image(raw: bytes) -> np.ndarray | None:
+    """RGB uint8 pixels of encoded image bytes as shown (EXIF orientation applied), or None."""
+    if not raw:
+        return None
+    try:
+        bgr = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), _IMREAD_FLAGS)
+    except cv2.error:
+        return None
+    if bgr is None:
+        return None
+    return _orient(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), _orientation(raw))
+
+
+def _orientation(raw: bytes | Image.Image) -> int:
+    """EXIF orientation tag (1-8) of image bytes or an open image; 1 when absent or invalid."""
+    try:
+        if isinstance(raw, Image.Image):
+            value = raw.getexif().get(0x0112, 1)
+        else:
+            # No DecompressionBombWarning: sizes were checked against MAX_FRAME_PIXELS, which
+            # is below Pillow's warning limit, and catching warnings is not thread-safe.
+            with Image.open(BytesIO(raw)) as image:
+                value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _orient(image: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation to pixels stored as ``(y, x, channel)``.
+
+    The same transposes as :func:`PIL.ImageOps.exif_transpose`: 2 mirror, 3 rotate 180, 4 flip,
+    5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise.
+    """
+    if orientation == 2:
+        image = image[:, ::-1]
+    elif orientation == 3:
+        image = image[::-1, ::-1]
+    elif orientation == 4:
+        image = image[::-1]
+    elif orientation == 5:
+        image = image.transpose(1, 0, 2)
+    elif orientation == 6:
+        image = np.rot90(image, k=-1)
+    elif orientation == 7:
+        image = image.transpose(1, 0, 2)[::-1, ::-1]
+    elif orientation == 8:
+        image = np.rot90(image, k=1)
+    return np.ascontiguousarray(image)
+
+
+def _first_decodable_image(files: Sequence[str], storage_options: Mapping[str, Any]) -> None:
+    """Raise unless one of the first images decodes (decoding stops at the first that does)."""
+    errors: list[str] = []
+    tries = files[:_FIRST_FRAME_TRIES]
+    for name in tries:
+        with _storage_errors(name):
+            raw = _read_bytes(name, storage_options)
+        if _decode_image(raw) is not None:
+            return
+        errors.append(f"{_basename(name)}, {len(raw)} bytes")
+    which = f"its {len(tries)} images" if len(tries) == len(files) else f"the first {len(tries)}"
+    raise InputError(
+        f"none of {which} can be decoded as an image by OpenCV ({errors[0]}); "
+        f"{_api('open_images')} needs readable PNG/JPEG/TIFF files. Check or replace them."
+    )
 
 
 def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
@@ -716,18 +1144,20 @@ def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
     pattern = _has_glob(source)
     if _is_url(source):
         fs, path = _url_to_fs(source, storage_options)
-        if pattern:
-            entries = fs.glob(path, detail=True)
-            names = [n for n, info in entries.items() if info.get("type") != "directory"]
-        else:
-            if not fs.exists(path):
-                raise InputNotFoundError(
-                    f"{source} does not exist; open_images needs a folder or a glob pattern "
-                    "of images. Check the URL and storage_options."
-                )
-            if fs.isfile(path):
-                raise InputError(_not_a_folder(source))
-            names = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
+        with _storage_errors(source):
+            if pattern:
+                entries = fs.glob(path, detail=True)
+                names = [n for n, info in entries.items() if info.get("type") != "directory"]
+            else:
+                if not fs.exists(path):
+                    raise InputNotFoundError(
+                        f"{source} does not exist{_no_bucket(source, fs, path)}; "
+                        f"{_api('open_images')} needs a folder or a glob pattern of images. "
+                        "Check the URL and storage_options."
+                    )
+                if fs.isfile(path):
+                    raise InputError(_not_a_folder(source))
+                names = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
         candidates = [fs.unstrip_protocol(n) for n in names]
     else:
         expanded = os.path.expanduser(source)
@@ -738,8 +1168,8 @@ def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
             folder = Path(expanded)
             if not folder.exists():
                 raise InputNotFoundError(
-                    f"{source} does not exist; open_images needs a folder or a glob pattern "
-                    f"of images. Check the path (working directory: {os.getcwd()})."
+                    f"{source} does not exist; {_api('open_images')} needs a folder or a glob "
+                    f"pattern of images. Check the path (working directory: {os.getcwd()})."
                 )
             if not folder.is_dir():
                 raise InputError(_not_a_folder(source))
@@ -756,15 +1186,16 @@ def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
         raise InputNotFoundError(
             f"no image files found in {source} (looked for names ending in "
             f"{', '.join(IMAGE_EXTENSIONS)}, any case, skipping hidden and ._ files); "
-            "open_images needs at least one image. Check the folder or the glob pattern."
+            f"{_api('open_images')} needs at least one image. Check the folder or the glob "
+            "pattern."
         )
     return files
 
 
 def _not_a_folder(source: str) -> str:
     return (
-        f"{source} is a single file; open_images needs a folder or a glob pattern of images. "
-        f"Give its folder, or a pattern such as '{_parent(source)}/*.jpg'."
+        f"{source} is a single file; {_api('open_images')} needs a folder or a glob pattern "
+        f"of images. Give its folder, or a pattern such as '{_parent(source)}/*.jpg'."
     )
 
 
@@ -779,7 +1210,7 @@ def _order_images(files: list[str]) -> tuple[list[str], list[pd.Timestamp] | Non
         example = next(name for name, stamp in zip(files, stamps, strict=True) if stamp)
         raise InputError(
             f"{missing[0]} has no timestamp in its name, but {len(files) - len(missing)} of "
-            f"{len(files)} files do (like {_basename(example)}); open_images needs a "
+            f"{len(files)} files do (like {_basename(example)}); {_api('open_images')} needs a "
             "timestamp in every name or in none. Move the odd files out or use a glob "
             "pattern that excludes them."
         )
@@ -788,33 +1219,64 @@ def _order_images(files: list[str]) -> tuple[list[str], list[pd.Timestamp] | Non
         if stamp_a == stamp_b:
             raise InputError(
                 f"{name_a} and {name_b} have the same timestamp ({stamp_a.isoformat()}) in "
-                "their names; open_images needs one image per time. Remove or rename one."
+                f"their names; {_api('open_images')} needs one image per time. Remove or "
+                "rename one."
             )
     return [name for _, name in pairs], [stamp for stamp, _ in pairs]
 
 
-def _image_sizes(files: list[str], storage_options: dict[str, Any]) -> list[tuple[int, int]]:
-    """``(width, height)`` of every image, read from the file headers only."""
+def _image_sizes(
+    files: list[str], storage_options: dict[str, Any]
+) -> tuple[list[tuple[int, int]], set[str]]:
+    """``(width, height)`` of every image as shown, from the headers; the names rotated.
+
+    An EXIF orientation of 5 to 8 turns the image a quarter: width and height swap.
+    """
+    rotated: set[str] = set()
 
     def size_of(name: str) -> tuple[int, int]:
         try:
-            with _open_binary(name, storage_options) as handle, Image.open(handle) as image:
-                return (int(image.size[0]), int(image.size[1]))
+            with (
+                _storage_errors(name),
+                _open_binary(name, storage_options) as handle,
+                Image.open(handle) as image,
+            ):
+                width, height = int(image.size[0]), int(image.size[1])
+                orientation = _orientation(image)
+                if orientation != 1:
+                    rotated.add(name)
+                if orientation in (5, 6, 7, 8):
+                    width, height = height, width
+        except SedimentXRError:
+            raise
+        except Image.DecompressionBombError as err:
+            raise InputError(_too_many_pixels(name, _short(err))) from err
         except Exception as err:
             if _file_size(name, storage_options) == 0:
                 raise InputError(
-                    f"{name} is empty (0 bytes); open_images needs image files with data. "
-                    "Remove it or copy it again."
+                    f"{name} is empty (0 bytes); {_api('open_images')} needs image files with "
+                    "data. Remove it or copy it again."
                 ) from err
             raise InputError(
-                f"{name} is not a readable image ({_short(err)}); open_images needs "
-                "PNG/JPEG/TIFF files. Remove or replace this file."
+                f"{name} is not a readable image ({_short(err)}); {_api('open_images')} "
+                "needs PNG/JPEG/TIFF files. Remove or replace this file."
             ) from err
+        _check_pixels(name, width, height)
+        return width, height
 
-    if any(_is_url(name) for name in files) and len(files) > 1:
-        with ThreadPoolExecutor(max_workers=_HEADER_THREADS) as pool:
-            return list(pool.map(size_of, files))
-    return [size_of(name) for name in files]
+    # Pillow warns from 89 megapixels; the limit here is MAX_FRAME_PIXELS, checked above.
+    with _no_bomb_warning():
+        if any(_is_url(name) for name in files) and len(files) > 1:
+            with ThreadPoolExecutor(max_workers=_HEADER_THREADS) as pool:
+                return list(pool.map(size_of, files)), rotated
+        return [size_of(name) for name in files], rotated
+
+
+@contextlib.contextmanager
+def _no_bomb_warning() -> Iterator[None]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        yield
 
 
 # ---------------------------------------------------------------------------------------------
@@ -828,6 +1290,8 @@ def _frames_array(
     frames: np.ndarray,
     time_source: str,
     attrs: dict[str, str],
+    *,
+    status: da.Array | None = None,
 ) -> xr.DataArray:
     """Wrap a ``(time, y, x, channel)`` dask array with coordinates and attrs."""
     time_attrs = {
@@ -841,6 +1305,8 @@ def _frames_array(
         "y": ("y", np.arange(data.shape[1], dtype=np.int64)),
         "x": ("x", np.arange(data.shape[2], dtype=np.int64)),
     }
+    if status is not None:
+        coords["frame_status"] = ("time", status, dict(FRAME_STATUS_ATTRS))
     return xr.DataArray(data, dims=_DIMS, coords=coords, name="frames", attrs=attrs)
 
 
@@ -851,6 +1317,27 @@ def _block(task: Any, count: int, height: int, width: int) -> da.Array:
         shape=(count, height, width, 3),
         dtype=np.uint8,
         meta=np.empty((0, 0, 0, 0), dtype=np.uint8),
+    )
+
+
+def _status_block(task: Any, count: int) -> da.Array:
+    """The ``frame_status`` of one chunk, from the same delayed kernel call as its pixels."""
+    return da.from_delayed(task, shape=(count,), dtype=np.uint8, meta=np.empty((0,), np.uint8))
+
+
+def _check_pixels(name: str, width: int, height: int, what: str = "frames") -> None:
+    """Refuse frames over :data:`MAX_FRAME_PIXELS` before anything is decoded."""
+    if int(width) * int(height) > MAX_FRAME_PIXELS:
+        raise InputError(_too_many_pixels(name, f"{what} of {width}x{height} pixels"))
+
+
+def _too_many_pixels(name: str, seen: str) -> str:
+    limit = MAX_FRAME_PIXELS / 1e6
+    return (
+        f"{name} is over the limit of {limit:.0f} megapixels per frame ({seen}); larger "
+        "frames are refused: they may be decompression bombs, and would not fit a worker's "
+        "memory. If the images really are this large, downscale them first (e.g. `mogrify "
+        "-resize 8192x8192 *.png`)."
     )
 
 
@@ -869,11 +1356,13 @@ def _fit_frame(
         return np.ascontiguousarray(image, dtype=np.uint8)
     if frame_size is not None and (height, width) != tuple(frame_size):
         where = name if pts is None else f"{name} (frame at pts {pts})"
+        size = (frame_size[1], frame_size[0])
+        # Raised in worker processes, where the command line's config_names() does not reach:
+        # name both the Python argument and the config key.
         raise InputError(
-            f"{where} is {width}x{height} pixels but the first frame is "
-            f"{frame_size[1]}x{frame_size[0]}; frames must share one size. Resize every "
-            f"frame with resize=({frame_size[1]}, {frame_size[0]}) (config: ingest.resize: "
-            f"[{frame_size[1]}, {frame_size[0]}])."
+            f"{where} is {width}x{height} pixels but the first frame is {size[0]}x{size[1]}; "
+            f"frames must share one size. Resize every frame with resize={size} (config: "
+            f"ingest.resize: [{size[0]}, {size[1]}])."
         )
     return np.ascontiguousarray(image, dtype=np.uint8)
 
@@ -882,29 +1371,44 @@ def _check_file(source: str, storage_options: dict[str, Any]) -> None:
     """Raise if a video file is missing, a folder or empty."""
     if _is_url(source):
         fs, path = _url_to_fs(source, storage_options)
-        if not fs.exists(path):
-            raise InputNotFoundError(
-                f"{source} does not exist; open_video needs a video file. Check the URL and "
-                "storage_options."
-            )
-        if fs.isdir(path):
-            raise InputError(_is_folder(source))
-        size = fs.size(path)
+        with _storage_errors(source):
+            if not fs.exists(path):
+                raise InputNotFoundError(
+                    f"{source} does not exist{_no_bucket(source, fs, path)}; "
+                    f"{_api('open_video')} needs a video file. Check the URL and "
+                    "storage_options."
+                )
+            if fs.isdir(path):
+                raise InputError(_is_folder(source))
+            size = fs.size(path)
     else:
         path = Path(source).expanduser()
         if not path.exists():
             raise InputNotFoundError(
-                f"{source} does not exist; open_video needs a video file. Check the path "
-                f"(working directory: {os.getcwd()})."
+                f"{source} does not exist; {_api('open_video')} needs a video file. Check the "
+                f"path (working directory: {os.getcwd()})."
             )
         if path.is_dir():
             raise InputError(_is_folder(source))
         size = path.stat().st_size
     if size == 0:
         raise InputError(
-            f"{source} is empty (0 bytes); open_video needs a video file with frames. The "
-            "download or copy probably failed: fetch the file again."
+            f"{source} is empty (0 bytes); {_api('open_video')} needs a video file with "
+            "frames. The download or copy probably failed: fetch the file again."
         )
+
+
+def _no_bucket(source: str, fs: Any, path: str) -> str:
+    """`` (there is no bucket b)`` when an object-store URL's bucket does not exist."""
+    protocol = source.split("://", 1)[0].lower()
+    bucket = path.strip("/").split("/", 1)[0]
+    if protocol not in _OBJECT_STORES or not bucket or bucket == path.strip("/"):
+        return ""
+    try:
+        fs.invalidate_cache(bucket)
+        return "" if fs.exists(bucket) else f": there is no bucket {bucket!r}"
+    except Exception:
+        return ""
 
 
 def _is_folder(source: str) -> str:
@@ -916,8 +1420,11 @@ def _is_folder(source: str) -> str:
 
 def _url_to_fs(source: str, storage_options: Mapping[str, Any]) -> tuple[Any, str]:
     try:
-        return fsspec.core.url_to_fs(source, **storage_options)
-    except (ValueError, ImportError) as err:
+        with _storage_errors(source):
+            return fsspec.core.url_to_fs(source, **storage_options)
+    except SedimentXRError:
+        raise
+    except (ValueError, ImportError, TypeError) as err:
         raise InputError(
             f"{source} cannot be opened by fsspec ({_short(err)}); a URL needs a protocol "
             "fsspec knows with its package installed (s3:// needs s3fs, gs:// needs gcsfs)."
@@ -938,6 +1445,73 @@ def _open_binary(name: str, storage_options: Mapping[str, Any] | None) -> Iterat
     else:
         with open(name, "rb") as handle:
             yield handle
+
+
+@contextlib.contextmanager
+def _storage_errors(where: str) -> Iterator[None]:
+    """Turn a file system or object store failure (access, time-out) into a StorageError."""
+    try:
+        yield
+    except SedimentXRError:
+        raise
+    except Exception as err:
+        failure = storage_error(err, where)
+        if failure is None:
+            raise
+        raise failure from err
+
+
+def storage_error(err: BaseException, where: str) -> StorageError | None:
+    """A one-line :class:`StorageError` for a failure to reach or access storage.
+
+    Parameters
+    ----------
+    err : BaseException
+        What fsspec or its backend (s3fs/botocore, gcsfs, aiohttp...) raised.
+    where : str
+        The path or URL being read or written.
+
+    Returns
+    -------
+    StorageError or None
+        None when `err` is not a storage failure (missing files are left to the caller).
+    """
+    if isinstance(err, SedimentXRError | FileNotFoundError | IsADirectoryError):
+        return None
+    names = " ".join(cls.__name__ for cls in type(err).__mro__)
+    module = type(err).__module__.split(".", 1)[0]
+    remote = _is_url(where) and not where.lower().startswith(("file://", "memory://"))
+    seen = _short(err)
+    if isinstance(err, TimeoutError) or "Timeout" in names:
+        return StorageError(
+            f"{where}: the storage did not answer in time ({seen}). Check the network and the "
+            "endpoint_url in storage_options; for a slow store give longer time-outs, e.g. "
+            "storage_options: {config_kwargs: {connect_timeout: 60, read_timeout: 60}} (S3). "
+            "Then run again: finished work is kept."
+        )
+    if isinstance(err, ConnectionError) or any(
+        word in names for word in ("ConnectionError", "ConnectorError", "EndpointConnection")
+    ):
+        return StorageError(
+            f"{where}: could not connect to the storage ({seen}). Check the network, the URL "
+            "and the endpoint_url in storage_options, then run again: finished work is kept."
+        )
+    if isinstance(err, PermissionError) or any(
+        word in names for word in ("NoCredentials", "PartialCredentials", "AccessDenied")
+    ):
+        fix = (
+            "Check the credentials in storage_options (e.g. key and secret, a profile, or "
+            "anon: true for a public bucket) and the bucket's permissions."
+            if remote
+            else "Check the file's permissions."
+        )
+        return StorageError(f"{where} cannot be accessed: permission denied ({seen}). {fix}")
+    if remote and module in ("botocore", "aiobotocore", "aiohttp", "google", "gcsfs", "azure"):
+        return StorageError(
+            f"{where}: the storage answered with an error ({seen}). Check the URL and "
+            "storage_options, then run again: finished work is kept."
+        )
+    return None
 
 
 def _read_bytes(name: str, storage_options: Mapping[str, Any] | None) -> bytes:
@@ -1041,8 +1615,9 @@ def _check_time_options(
     start = None if start_time is None else _parse_start_time(start_time)
     if interval is not None and start is None:
         raise ConfigError(
-            f"frame_interval={frame_interval!r} needs start_time (the UTC time of the first "
-            f"frame), but start_time is None; give both, e.g. {_INTERVAL_EXAMPLE}."
+            f"{_option('frame_interval', frame_interval)} needs {_option('start_time')} (the "
+            f"UTC time of the first frame), but {_option('start_time')} is not given; give "
+            f"both, e.g. {_interval_example()}."
         )
     return start, interval
 

@@ -15,6 +15,7 @@ import json
 import os
 import posixpath
 import sys
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ from sediment_xr._compat import history_line
 from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, sample_pixels
 from sediment_xr.config import Config, dump_config, redacted_dict
 from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
-from sediment_xr.exceptions import InputError, OutputError
+from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
+from sediment_xr.io import FRAME_UNDECODABLE
 from sediment_xr.lock import OutputLock
 from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
 from sediment_xr.store import (
@@ -172,6 +174,11 @@ def _label_chunk(
     frames = zarr.open_array(store, path="frames", mode="r", zarr_format=3)[start:stop]
     features = _preprocess_block(frames, ys, xs, clip_limit, tile_grid_size, color_space)
     labels, counts = _label_count_frames(features, centers)
+    group = zarr.open_group(store, mode="r", zarr_format=3)
+    if "frame_status" in group:  # undecodable frames: no data, no cover
+        skipped = group["frame_status"][start:stop] == FRAME_UNDECODABLE
+        labels[skipped] = NO_DATA
+        counts[skipped] = 0
     labels_arr = zarr.open_array(store, path="labels", mode="r+", zarr_format=3)
     labels_arr[start:stop, ys, xs] = labels
     total = counts.sum(axis=1, keepdims=True)
@@ -386,9 +393,15 @@ def _run_locked(
         log(f"ingest: {len(todo)} of {len(bounds)} chunks of {n_time} frames -> {out.store_url}")
         prepare_progress(out, "ingest", fp_ingest)
         data = source.data
+        status = source["frame_status"].data if "frame_status" in source.coords else None
         tasks = [
             dask.delayed(write_frames_chunk, pure=False)(
-                data.blocks[i], out, bounds[i][0], i, fp_ingest
+                data.blocks[i],
+                out,
+                bounds[i][0],
+                i,
+                fp_ingest,
+                status=None if status is None else status.blocks[i],
             )
             for i in todo
         ]
@@ -398,6 +411,7 @@ def _run_locked(
 
     # 4. Fit (or reuse) the model on a pixel sample spread over the series.
     cube = out.open_cube()
+    usable = _decodable_frames(cube, config.input)
     model = None
     if not new_model and out.exists("model.json") and {"labels", "cover"} <= set(cube):
         model = ClusterModel.from_json(
@@ -412,7 +426,7 @@ def _run_locked(
     if model is None:
         log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
         features = preprocess(
-            cube["frames"],
+            cube["frames"].isel(time=usable),
             rows=pre.rows,
             cols=pre.cols,
             clip_limit=clip_limit,
@@ -436,7 +450,7 @@ def _run_locked(
                 "clip_limit": clip_limit,
                 "tile_grid_size": list(tiles),
             },
-            n_frames_sampled=min(n_time, cl.max_frames),
+            n_frames_sampled=min(len(usable), cl.max_frames),
         )
         log(f"cluster: {model!r} after {model.n_epochs} epochs")
         _store_model(out, cube, model)
@@ -649,6 +663,33 @@ def load_model(path: str, config: Config) -> ClusterModel:
             "config's preprocess and n_clusters to the model's, or fit a new model."
         )
     return model
+
+
+def _decodable_frames(cube: xr.Dataset, source: str) -> np.ndarray:
+    """Positions of the frames that decoded; warn about the others, refuse if none did."""
+    n_time = cube.sizes["time"]
+    if "frame_status" not in cube.variables:  # a cube written before frame_status
+        return np.arange(n_time)
+    status = np.asarray(cube["frame_status"].values)
+    skipped = np.flatnonzero(status == FRAME_UNDECODABLE)
+    if len(skipped) == n_time:
+        raise InputError(
+            f"none of the {n_time} frames of {source} can be decoded; the input needs "
+            "decodable frames. The file is damaged: fetch it again or re-encode it."
+        )
+    if len(skipped):
+        numbers = cube["frame"].values[skipped] if "frame" in cube.coords else skipped
+        shown = ", ".join(str(int(p)) for p in numbers[:10])
+        more = ", ..." if len(skipped) > 10 else ""
+        warnings.warn(
+            f"{len(skipped)} of {n_time} frames of {source} cannot be decoded and were skipped "
+            f"(frame {shown}{more}): their labels are no_data and their cover is empty in "
+            "cover.csv; frame_status in cube.zarr marks them. To analyse them, fetch the input "
+            "again or re-encode it.",
+            SedimentXRWarning,
+            stacklevel=3,
+        )
+    return np.flatnonzero(status != FRAME_UNDECODABLE)
 
 
 def _summary_text(series: xr.Dataset, trend: pd.DataFrame) -> str:

@@ -13,6 +13,7 @@ store's root attribute ``sediment_xr_complete`` is set only after the last outpu
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import posixpath
@@ -103,8 +104,13 @@ class Output:
             fs.pipe(final, text.encode("utf-8"))
             return
         tmp = self.path(f".{name}.partial")
-        fs.pipe(tmp, text.encode("utf-8"))
-        fs.mv(tmp, final)
+        try:
+            fs.pipe(tmp, text.encode("utf-8"))
+            fs.mv(tmp, final)
+        except BaseException:  # e.g. disk full: the old file stays, and no partial one
+            with contextlib.suppress(Exception):
+                fs.rm(tmp)
+            raise
 
     def read_text(self, name: str) -> str:
         """Read a text file of the folder."""
@@ -248,13 +254,21 @@ def prepare_progress(out: Output, stage: str, fingerprint: str) -> None:
 
 
 def write_frames_chunk(
-    block: np.ndarray, out: Output, start: int, index: int, fingerprint: str
+    block: np.ndarray,
+    out: Output,
+    start: int,
+    index: int,
+    fingerprint: str,
+    status: np.ndarray | None = None,
 ) -> int:
-    """Worker task: write one time chunk of frames into ``cube.zarr``, then its mark."""
+    """Worker task: write one time chunk of frames and their status, then its mark."""
     import zarr
 
     arr = zarr.open_array(out.zarr_store(), path="frames", mode="r+", zarr_format=3)
     arr[start : start + block.shape[0]] = block
+    if status is not None:
+        flags = zarr.open_array(out.zarr_store(), path="frame_status", mode="r+", zarr_format=3)
+        flags[start : start + len(status)] = status
     mark_done(out, "ingest", fingerprint, index)
     return int(block.shape[0])
 

@@ -14,12 +14,14 @@ import pytest
 import yaml
 
 from sediment_xr import cli
+from sediment_xr.cli import _dask_client as real_dask_client
 from sediment_xr.cli import main
 from sediment_xr.exceptions import (
     ConfigError,
     InputError,
     InputNotFoundError,
     SedimentXRError,
+    SedimentXRWarning,
 )
 from sediment_xr.testing import write_video
 
@@ -211,7 +213,7 @@ def case_fps_for_images(tmp_path):
 
 def case_frame_interval_without_start(tmp_path):
     cfg = write_config(tmp_path, good_video(tmp_path), ingest={"frame_interval": "1h"})
-    return ["run", str(cfg)], ["frame_interval", "needs start_time"]
+    return ["run", str(cfg)], ["ingest.frame_interval: '1h' needs ingest.start_time"]
 
 
 CASES: dict[str, Case] = {
@@ -395,3 +397,65 @@ def test_keyboard_interrupt_exits_130(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1
     assert "interrupted" in err
     assert "resume" in err
+
+
+# --------------------------------------------------------------------------------------------
+# warnings, in-process schedulers, failures of the machine
+def warn_and_finish(args):
+    import warnings
+
+    warnings.warn("something to know\nover two lines", SedimentXRWarning, stacklevel=1)
+    warnings.warn("a library's detail", RuntimeWarning, stacklevel=1)
+    return 0
+
+
+def test_warnings_are_one_line_and_library_warnings_need_debug(monkeypatch, capsys):
+    monkeypatch.setattr(cli, "_cmd_run", warn_and_finish)
+    assert main(["run", "c.yaml"]) == 0
+    err = capsys.readouterr().err
+    assert err == "sediment-xr: warning: something to know over two lines\n"
+    assert main(["run", "c.yaml", "--debug"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "sediment-xr: warning: something to know over two lines"
+    assert lines[1].startswith("sediment-xr: warning: RuntimeWarning: a library's detail (")
+    assert len(lines) == 2
+
+
+@pytest.mark.parametrize("name", cli.IN_PROCESS_SCHEDULERS)
+def test_in_process_scheduler_starts_no_cluster(name):
+    import dask
+
+    from sediment_xr.config import DaskConfig
+
+    with real_dask_client(name, DaskConfig(n_workers=2, threads_per_worker=2)) as client:
+        assert client is None
+        assert dask.config.get("scheduler") == name
+        assert dask.config.get("num_workers") == 4
+        assert dask.array.ones(4, chunks=2).sum().compute() == 4
+
+
+@pytest.mark.parametrize(
+    ("error", "output", "line", "code"),
+    [
+        (
+            OSError(28, "No space left on device", "/data/out/cube.zarr/c/0"),
+            None,
+            "no space left to write /data/out/cube.zarr/c/0 (No space left on device). Free",
+            1,
+        ),
+        (OSError(27, "File too large"), "/data/out", "no space left to write in /data/out", 1),
+        (MemoryError(), None, "ran out of memory. Use a smaller ingest.chunk_frames", 1),
+        (PermissionError(13, "Permission denied", "/data/out"), None, "permission denied", 2),
+        (OSError(5, "Input/output error"), None, "Input/output error. Check the path", 1),
+        (ConfigError("bad\nvalue. Fix it."), None, "bad value. Fix it.", 2),
+    ],
+)
+def test_failures_are_one_line(error, output, line, code):
+    message, exit_code = cli._failure(error, output)
+    assert line in message
+    assert "\n" not in message
+    assert exit_code == code
+
+
+def test_bugs_still_show_a_traceback():
+    assert cli._failure(ZeroDivisionError("a bug")) is None

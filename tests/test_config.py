@@ -757,3 +757,45 @@ def test_unquoted_start_time_equals_quoted(tmp_path):
     quoted = write(tmp_path, HEAD + "ingest:\n  start_time: '2022-06-01T00:00:00'\n", "q.yaml")
     assert load_config(quoted).ingest.start_time == "2022-06-01T00:00:00"
     assert load_config(bare).fingerprint("ingest") == load_config(quoted).fingerprint("ingest")
+
+
+# --------------------------------------------------------------------------------------------
+# dask.memory_limit
+@pytest.mark.parametrize(
+    ("value", "stored"),
+    [
+        ("4GiB", "4GiB"),
+        ("500 MB", "500 MB"),
+        ("auto", "auto"),
+        (2**31, "2147483648"),
+        (4e9, "4000000000"),
+    ],
+)
+def test_memory_limit_accepts_sizes(value, stored):
+    config = config_from_dict(with_section(dask={"memory_limit": value}))
+    assert config.dask.memory_limit == stored
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("4 gigs", "needs a size such as 4GiB, but got '4 gigs'"),
+        ("-1GB", "needs a size from 128MiB to 1PiB per worker, but got '-1GB'"),
+        ("4kB", "needs a size from 128MiB to 1PiB per worker"),
+        (0, "needs a size from 128MiB to 1PiB per worker, but got 0"),
+        (10**30, "needs a size from 128MiB to 1PiB per worker"),
+        (float("nan"), "needs a size such as 4GiB, but got nan"),
+        (float("inf"), "needs a size such as 4GiB, but got inf"),
+        (True, "needs a size such as 4GiB, but got True"),
+        (None, "needs a size such as 4GiB, but got None"),
+        ([4], "needs a size such as 4GiB, but got [4]"),
+    ],
+)
+def test_memory_limit_rejects(value, message):
+    with pytest.raises(ConfigError, match=re.escape(f"config key dask.memory_limit {message}")):
+        config_from_dict(with_section(dask={"memory_limit": value}))
+
+
+def test_in_process_scheduler_names_are_accepted():
+    config = config_from_dict(with_section(dask={"scheduler": "synchronous"}))
+    assert config.dask.scheduler == "synchronous"

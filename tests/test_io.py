@@ -36,6 +36,12 @@ N_FRAMES = 20
 HEIGHT, WIDTH = 48, 64
 RATE = 10
 
+# Most tests here open videos with start_time alone (time = start_time + playback time), which
+# warns; test_video_time_from_start_time_plus_stream checks the warning.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:.*playback time:sediment_xr.exceptions.SedimentXRWarning"
+)
+
 
 def make_frame(k: int, height: int = HEIGHT, width: int = WIDTH) -> np.ndarray:
     """RGB frame whose every pixel depends on the frame number and the position."""
@@ -153,13 +159,13 @@ def test_open_video_layout(videos):
 
 def test_open_video_is_lazy(videos, monkeypatch):
     calls = []
-    kernel = io._decode_video_chunk
+    kernel = io._decode_video_frames
 
     def counting(source, wanted_pts, **kwargs):
         calls.append(list(wanted_pts))
         return kernel(source, wanted_pts, **kwargs)
 
-    monkeypatch.setattr(io, "_decode_video_chunk", counting)
+    monkeypatch.setattr(io, "_decode_video_frames", counting)
     arr = open_video(videos["ffv1"], chunk_frames=4, start_time="2022-06-01")
     assert len(calls) == 1  # only the first frame, to learn the size
     assert len(calls[0]) == 1
@@ -206,10 +212,10 @@ def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
     passes = []
     real_pass = io._decode_pass
 
-    def seek_lands_too_late(source, options, slots, found, frame_size, out_size, seek):
+    def seek_lands_too_late(source, options, slots, found, frame_size, out_size, seek, errors):
         passes.append(seek)
         if not seek:  # the seek pass finds nothing, as if the index were wrong
-            real_pass(source, options, slots, found, frame_size, out_size, seek)
+            real_pass(source, options, slots, found, frame_size, out_size, seek, errors)
 
     monkeypatch.setattr(io, "_decode_pass", seek_lands_too_late)
     out = io._decode_video_chunk(str(videos["h264"]), [3072, 4096])
@@ -276,7 +282,8 @@ def test_video_time_from_frame_interval(videos):
 
 
 def test_video_time_from_start_time_plus_stream(videos):
-    arr = open_video(videos["ffv1"], start_time="2022-06-01T02:00:00+02:00")
+    with pytest.warns(SedimentXRWarning, match=r"lossless\.mkv: time is start_time \+ the"):
+        arr = open_video(videos["ffv1"], start_time="2022-06-01T02:00:00+02:00")
     assert arr.time.values[0] == np.datetime64("2022-06-01T00:00:00", "ns")
     assert arr.time.values[-1] == np.datetime64("2022-06-01T00:00:01.900", "ns")
     assert arr.time.attrs["time_source"] == "start_time+stream"
@@ -655,3 +662,172 @@ def test_parse_frame_interval_accepts_timedelta():
 def test_parse_frame_interval_rejects(value):
     with pytest.raises(ConfigError, match="frame_interval needs a positive duration"):
         parse_frame_interval(value)
+
+
+# --------------------------------------------------------------------------------------------
+# frame status, damaged and truncated input, EXIF orientation, limits, messages
+# --------------------------------------------------------------------------------------------
+
+
+def _mjpeg(path, n=6, broken=()):
+    """MJPEG video with the JPEG data of frames `broken` zeroed (they fail to decode)."""
+    write_video(path, "mjpeg", "yuvj420p", n=n)
+    data = bytearray(path.read_bytes())
+    starts = [m.start() for m in re.finditer(b"\xff\xd8\xff", data)]
+    for k in broken:
+        end = data.index(b"\xff\xd9", starts[k]) + 2
+        data[starts[k] : end] = bytes(end - starts[k])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_frame_status_is_lazy_and_ok_for_good_frames(videos, numbered_folder):
+    kwargs = {"start_time": "2022-06-01", "frame_interval": "1h"}
+    for arr in (
+        open_video(videos["ffv1"], chunk_frames=6, **kwargs),
+        open_images(numbered_folder, chunk_frames=5, **kwargs),
+    ):
+        status = arr["frame_status"]
+        assert status.dims == ("time",)
+        assert isinstance(status.data, da.Array)
+        assert status.chunks == arr.chunks[:1]
+        assert status.attrs == io.FRAME_STATUS_ATTRS
+        assert (status.values == io.FRAME_OK).all()
+
+
+def test_undecodable_video_frames_are_skipped(tmp_path):
+    path = _mjpeg(tmp_path / "damaged.mkv", n=6, broken=(2, 4))
+    arr = open_video(path, chunk_frames=4, start_time="2022-06-01", frame_interval="1h")
+    loaded = arr.load()  # pixels and status from the same tasks
+    expected = [io.FRAME_OK] * 6
+    expected[2] = expected[4] = io.FRAME_UNDECODABLE
+    np.testing.assert_array_equal(loaded["frame_status"].values, expected)
+    assert (loaded.values[[2, 4]] == 0).all()
+    reference = decode_all(_mjpeg(tmp_path / "intact.mkv", n=6))
+    np.testing.assert_array_equal(loaded.values[[0, 1, 3, 5]], reference[[0, 1, 3, 5]])
+    # the strict kernel refuses them
+    with pytest.raises(InputError, match=r"frames with pts \[200\] were not found"):
+        io._decode_video_chunk(str(path), [100, 200])
+
+
+def test_first_frame_damaged_opens_from_the_next(tmp_path):
+    path = _mjpeg(tmp_path / "bad_start.mkv", n=4, broken=(0,))
+    arr = open_video(path, start_time="2022-06-01", frame_interval="1h")
+    assert arr.shape == (4, HEIGHT, WIDTH, 3)
+    assert arr["frame_status"].values.tolist() == [io.FRAME_UNDECODABLE] + [io.FRAME_OK] * 3
+
+
+def test_no_decodable_frame(tmp_path):
+    path = _mjpeg(tmp_path / "ruined.mkv", n=3, broken=(0, 1, 2))
+    with pytest.raises(InputError, match=r"ruined\.mkv: none of its 3 frames can be decoded"):
+        open_video(path, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_truncated_mkv_is_refused(videos, tmp_path):
+    data = Path(videos["ffv1"]).read_bytes()
+    path = tmp_path / "cut.mkv"
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InputError, match=r"cut\.mkv is truncated: its header gives 2\.000 s"):
+        open_video(path, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_unknown_codec_is_refused(tmp_path):
+    path = tmp_path / "video.avi"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("ffv1", rate=RATE)
+        stream.width, stream.height, stream.pix_fmt = WIDTH, HEIGHT, "bgr0"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(make_frame(0), format="rgb24")))
+        container.mux(stream.encode())
+    path.write_bytes(path.read_bytes().replace(b"FFV1", b"ZZZ9"))
+    with pytest.raises(InputError, match="codec this FFmpeg build cannot decode"):
+        open_video(path, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_video_over_the_pixel_limit(videos, monkeypatch):
+    monkeypatch.setattr(io, "MAX_FRAME_PIXELS", WIDTH * HEIGHT - 1)
+    with pytest.raises(InputError, match=r"over the limit of .*frames of 64x48 pixels"):
+        open_video(videos["ffv1"], start_time="2022-06-01", frame_interval="1h")
+    monkeypatch.setattr(io, "MAX_FRAME_PIXELS", WIDTH * HEIGHT)
+    with pytest.raises(InputError, match=r"resized frames of 100x100 pixels"):
+        open_video(videos["ffv1"], resize=100, start_time="2022-06-01", frame_interval="1h")
+
+
+def test_undecodable_image_is_skipped(numbered_folder):
+    good = (numbered_folder / "frame_4.png").read_bytes()
+    (numbered_folder / "frame_4.png").write_bytes(good[:60])  # header only
+    arr = open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h").load()
+    assert arr["frame_status"].values[3] == io.FRAME_UNDECODABLE
+    assert (arr.values[3] == 0).all()
+    assert (arr["frame_status"].values[[0, 1, 2, 4]] == io.FRAME_OK).all()
+    np.testing.assert_array_equal(arr.values[4], make_frame(5))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_is_applied_like_pillow(tmp_path, orientation):
+    from PIL import Image, ImageOps
+
+    image = make_frame(3)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    path = tmp_path / f"img_2022060{orientation}T000000Z.png"  # PNG: lossless
+    Image.fromarray(image).save(path, exif=exif.tobytes())
+    with Image.open(path) as pil:
+        expected = np.asarray(ImageOps.exif_transpose(pil).convert("RGB"))
+    arr = open_images(str(tmp_path / "*.png"))
+    assert arr.shape[1:3] == expected.shape[:2]
+    np.testing.assert_array_equal(arr.values[0], expected)
+
+
+def test_grey_rgba_and_16_bit_images(tmp_path):
+    from PIL import Image
+
+    rgb = make_frame(2)
+    grey = rgb[..., 1]
+    cv2.imwrite(str(tmp_path / "a_20220601T000000Z.png"), grey)
+    rgba = np.concatenate([rgb, np.full((HEIGHT, WIDTH, 1), 7, np.uint8)], -1)
+    Image.fromarray(rgba).save(tmp_path / "b_20220601T010000Z.png")
+    wide = rgb.astype(np.uint16) * 257
+    cv2.imwrite(str(tmp_path / "c_20220601T020000Z.png"), wide[..., ::-1])
+    arr = open_images(tmp_path).values
+    np.testing.assert_array_equal(arr[0], np.repeat(grey[..., None], 3, -1))
+    np.testing.assert_array_equal(arr[1], rgb)
+    np.testing.assert_array_equal(arr[2], rgb)
+
+
+def test_decompression_bomb_png(tmp_path):
+    from PIL import Image
+
+    Image.new("1", (20000, 20000)).save(tmp_path / "bomb_20220601T000000Z.png")
+    with pytest.raises(InputError, match=r"bomb_.*\.png is over the limit of 67 megapixels"):
+        open_images(tmp_path)
+
+
+def test_config_names_in_messages(videos, numbered_folder):
+    with pytest.raises(ConfigError, match=r"^frame_interval='1h' needs start_time"):
+        open_video(videos["ffv1"], frame_interval="1h")
+    with io.config_names():
+        with pytest.raises(
+            ConfigError, match=r"^ingest\.frame_interval: '1h' needs ingest\.start_time"
+        ):
+            open_video(videos["ffv1"], frame_interval="1h")
+        with pytest.raises(ConfigError, match=r"e\.g\. ingest\.start_time: '2022-06-01' and"):
+            open_images(numbered_folder)
+        with pytest.warns(SedimentXRWarning, match=r"Give ingest\.frame_interval"):
+            open_video(videos["ffv1"], start_time="2022-06-01")
+    assert io._option("resize", (64, 48)) == "resize=(64, 48)"
+
+
+def test_storage_error_classification():
+    import botocore.exceptions
+
+    url = "s3://bucket/video.mkv"
+    timeout = botocore.exceptions.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9")
+    assert "did not answer in time" in str(io.storage_error(timeout, url))
+    refused = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
+    assert "could not connect" in str(io.storage_error(refused, url))
+    denied = io.storage_error(PermissionError("Forbidden"), url)
+    assert "permission denied (Forbidden). Check the credentials" in str(denied)
+    assert isinstance(denied, OSError)
+    assert "file's permissions" in str(io.storage_error(PermissionError("no"), "/data/v.mkv"))
+    assert io.storage_error(FileNotFoundError("gone"), url) is None
+    assert io.storage_error(ValueError("not storage"), url) is None
