@@ -387,21 +387,26 @@ def _run_locked(
         state["stages"] = {}
         out.create_cube(source, attrs, state=state)  # state in the same atomic zarr.json
     else:
+        if new_model:  # forget the old model before the state names the new one
+            out.remove("model.json")
+            out.clear_progress("label")
+        state["stages"] = {}
         out.set_state(state, complete=False)
     todo = pending(out.done_chunks("ingest", fp_ingest), len(bounds))
     if todo:
         log(f"ingest: {len(todo)} of {len(bounds)} chunks of {n_time} frames -> {out.store_url}")
         prepare_progress(out, "ingest", fp_ingest)
-        data = source.data
-        status = source["frame_status"].data if "frame_status" in source.coords else None
+        # Delayed blocks of the unoptimised graphs: frames and status of a chunk come from
+        # one decode task (``.blocks[i]`` would give each its own copy: two decodes).
+        blocks = source.data.to_delayed(optimize_graph=False).ravel()
+        statuses = (
+            source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
+            if "frame_status" in source.coords
+            else [None] * len(blocks)
+        )
         tasks = [
             dask.delayed(write_frames_chunk, pure=False)(
-                data.blocks[i],
-                out,
-                bounds[i][0],
-                i,
-                fp_ingest,
-                status=None if status is None else status.blocks[i],
+                blocks[i], out, bounds[i][0], i, fp_ingest, status=statuses[i]
             )
             for i in todo
         ]

@@ -334,3 +334,47 @@ def test_changed_input_files_are_noticed(tmp_path):
     (stills / "frame_0013.png").write_bytes((stills / "frame_0010.png").read_bytes())
     with pytest.raises(OutputError, match=r"changed: the input files"):
         pipeline.run(config, progress=False)
+
+
+def test_refit_interrupted_after_overwrite_never_reuses_the_old_model(tmp_path, monkeypatch):
+    config = shr_config(tmp_path)
+    pipeline.run(config, progress=False)
+    changed = dataclasses.replace(config, cluster=ClusterConfig(n_clusters=3), classes=None)
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies while fitting the new model
+
+    monkeypatch.setattr(pipeline, "fit_kmeans", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(changed, overwrite=True, progress=False)
+    assert not Path(config.output, "model.json").exists()  # the old model is gone
+    monkeypatch.undo()
+    result = pipeline.run(changed, progress=False)  # same config again: no --overwrite
+    assert "fit" in result.computed and result.model.n_clusters == 3
+    assert json.loads(Path(config.output, "clusters.json").read_text())["n_clusters"] == 3
+    assert open_cube(config).sizes["cluster"] == 3
+
+
+def test_ingest_decodes_each_chunk_once(small_series, tmp_path, monkeypatch):
+    from sediment_xr import io
+
+    video = write_video(small_series["frames"], tmp_path / "v.mp4", codec="libx264", crf=20)
+    calls = []
+    original = io._video_chunk_task
+
+    def counting(source, wanted_pts, **kwargs):
+        calls.append(tuple(wanted_pts))
+        return original(source, wanted_pts, **kwargs)
+
+    monkeypatch.setattr(io, "_video_chunk_task", counting)
+    config = Config(
+        input=str(video),
+        output=str(tmp_path / "out"),
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        preprocess=dataclasses.replace(
+            Config(input="x", output="y").preprocess,
+            rows=(-small_series.attrs["crop_rows"], None),
+        ),
+    )
+    pipeline.run(config, progress=False)
+    assert len(calls) == 3 and len(set(calls)) == 3  # 12 frames, 3 chunks, one decode each
