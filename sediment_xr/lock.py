@@ -9,9 +9,11 @@ taken over, when its owner is gone: its process no longer exists on this host, o
 owner on another machine, e.g. a hub session on object storage) its heartbeat is older than
 :data:`STALE_SECONDS`. Locally the lock is created with ``O_CREAT | O_EXCL``, so of two runs
 starting at once exactly one gets it; a takeover renames the stale lock away first (an atomic
-rename that only one contender wins) and then creates a fresh one the same way. Object stores
-have no exclusive create in fsspec: there the lock is written, read back and checked for the
-owner's token, which catches all but near-simultaneous starts.
+rename that only one contender wins) and then creates a fresh one the same way. On object
+stores the lock is written, read back and checked for the owner's token (fsspec has no
+exclusive create common to every store), which catches all but near-simultaneous starts; a
+run checks that it still holds the lock before each stage and before marking the output
+complete.
 """
 
 from __future__ import annotations
@@ -49,11 +51,13 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _age_seconds(stamp: str) -> float:
+def _age_seconds(stamp: Any) -> float:
     try:
-        then = _dt.datetime.fromisoformat(stamp)
+        then = _dt.datetime.fromisoformat(str(stamp))
     except (TypeError, ValueError):
         return float("inf")
+    if then.tzinfo is None:  # written without a zone: take it as UTC
+        then = then.replace(tzinfo=_dt.UTC)
     return (_now() - then).total_seconds()
 
 
@@ -105,6 +109,7 @@ class OutputLock:
         self.stale_seconds = stale_seconds
         self.token = secrets.token_hex(8)
         self.taken_over: str = ""
+        self.lost = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._local = "://" not in out.url
@@ -122,14 +127,19 @@ class OutputLock:
         return json.dumps(owner).encode()
 
     def read(self) -> dict[str, Any] | None:
-        """The current lock's owner, or None when there is no readable lock."""
+        """The current lock's owner: None when there is no lock, ``{}`` when it is unreadable.
+
+        Raises OSError when the storage cannot be asked (callers decide whether to retry).
+        """
         fs = self.out.fs
         fs.invalidate_cache(self.path)
         try:
-            owner = json.loads(fs.cat(self.path))
+            raw = fs.cat(self.path)
         except FileNotFoundError:
             return None
-        except (ValueError, OSError):
+        try:
+            owner = json.loads(raw)
+        except ValueError:
             return {}
         return owner if isinstance(owner, dict) else {}
 
@@ -162,8 +172,12 @@ class OutputLock:
                 fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
             except FileExistsError:
                 return False
-            with os.fdopen(fd, "wb") as f:
-                f.write(self._document())
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(self._document())
+            except BaseException:  # e.g. disk full: leave no empty lock behind
+                os.remove(self.path)
+                raise
             return True
         fs.invalidate_cache(self.path)
         if fs.exists(self.path):
@@ -184,6 +198,8 @@ class OutputLock:
                     moved = json.loads(f.read() or b"{}")
             except (ValueError, OSError):
                 moved = {}
+            if not isinstance(moved, dict):
+                moved = {}
             if moved.get("token") != owner.get("token"):
                 # Another run took over in between: put its lock back (or leave ours out).
                 try:
@@ -192,7 +208,9 @@ class OutputLock:
                     pass
             os.remove(aside)
             return
-        fs.rm(self.path)
+        current = self.read()  # object stores: remove only the lock judged stale
+        if current is not None and current.get("token") == owner.get("token"):
+            fs.rm(self.path)
 
     # -- acquire / release ----------------------------------------------------------------
     def acquire(self) -> None:
@@ -207,6 +225,13 @@ class OutputLock:
             reason = stale_reason(
                 owner, stale_seconds=self.stale_seconds, file_age=self._file_age()
             )
+            if not reason and not owner:
+                raise OutputError(
+                    f"the lock {self.out.url_of('.sediment_xr', 'lock')} cannot be read: another "
+                    "run may be starting. Wait a minute and run again; if no run writes to this "
+                    f"output, delete that file (it is taken over {self.stale_seconds:.0f} s "
+                    "after it was written)."
+                )
             if not reason:
                 raise OutputError(
                     f"output {self.out.url} is being written by another sediment-xr run "
@@ -221,14 +246,30 @@ class OutputLock:
             "keep taking it. Make sure only one run writes to this output, then run again."
         )
 
+    def check(self) -> None:
+        """Raise OutputError when this run no longer holds the lock (taken over meanwhile)."""
+        try:
+            owner = self.read()
+        except OSError:
+            return  # cannot ask now: the next check will
+        if self.lost or owner is None or (owner and owner.get("token") != self.token):
+            raise OutputError(
+                f"this run lost the lock of {self.out.url}: it was silent for over "
+                f"{self.stale_seconds:.0f} s (suspended?) and another run took the output "
+                "over. Let that run finish, then run again to check the output."
+            )
+
     def release(self) -> None:
         """Stop the heartbeat and remove the lock if this process still holds it."""
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        owner = self.read()
-        if owner and owner.get("token") == self.token:
-            self.out.fs.rm(self.path)
+        try:
+            owner = self.read()
+            if owner and owner.get("token") == self.token:
+                self.out.fs.rm(self.path)
+        except OSError:  # the lock stays; the next run sees its owner is gone
+            pass
 
     def _start_heartbeat(self) -> None:
         if self.heartbeat <= 0:
@@ -237,13 +278,14 @@ class OutputLock:
 
         def beat() -> None:
             while not self._stop.wait(self.heartbeat):
-                owner = self.read()
-                if not owner or owner.get("token") != self.token:
-                    return  # no longer ours: never overwrite another run's lock
                 try:
+                    owner = self.read()
+                    if owner is None or (owner and owner.get("token") != self.token):
+                        self.lost = True
+                        return  # no longer ours: never overwrite another run's lock
                     self._write(self._document(started))
-                except OSError:  # a missed heartbeat only makes the lock look older
-                    pass
+                except Exception:  # a missed beat only makes the lock look older; go on
+                    continue
 
         self._thread = threading.Thread(target=beat, name="sediment-xr-lock", daemon=True)
         self._thread.start()

@@ -327,11 +327,17 @@ def run(
     with OutputLock(out) as lock:
         if lock.taken_over:
             log(f"took over the lock of an earlier run ({lock.taken_over})")
-        return _run_locked(config, out, source, progress=progress, overwrite=overwrite)
+        return _run_locked(config, out, source, lock, progress=progress, overwrite=overwrite)
 
 
 def _run_locked(
-    config: Config, out: Output, source: xr.DataArray, *, progress: bool, overwrite: bool
+    config: Config,
+    out: Output,
+    source: xr.DataArray,
+    lock: OutputLock,
+    *,
+    progress: bool,
+    overwrite: bool,
 ) -> RunResult:
     """The stages of :func:`run`, with the output's lock held."""
     log = _log(progress)
@@ -414,6 +420,7 @@ def _run_locked(
         computed.append("ingest")
     _require_done(out, "ingest", fp_ingest, len(bounds))
 
+    lock.check()  # still ours (not taken over while this run was suspended)
     # 4. Fit (or reuse) the model on a pixel sample spread over the series.
     cube = out.open_cube()
     usable = _decodable_frames(cube, config.input)
@@ -461,6 +468,7 @@ def _run_locked(
         _store_model(out, cube, model)
         computed.append("fit")
 
+    lock.check()  # still ours (not taken over while this run was suspended)
     # 5. Label and count, chunk by chunk.
     todo = pending(out.done_chunks("label", fp_model), len(bounds))
     if todo:
@@ -477,6 +485,7 @@ def _run_locked(
         computed.append("label")
     _require_done(out, "label", fp_model, len(bounds))
 
+    lock.check()  # still ours (not taken over while this run was suspended)
     # 6. Classes, trends and the output files.
     cube = out.open_cube()
     cover = cube["cover"].load()
@@ -502,6 +511,7 @@ def _run_locked(
     state.setdefault("stages", {})
     state["stages"].update(ingest="complete", label="complete", outputs="complete")
     out.update_attrs(history=_history(cube.attrs.get("history", ""), computed))
+    lock.check()
     out.set_state(state, complete=True)
     log(f"done: {config.output}")
     return RunResult(

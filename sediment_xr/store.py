@@ -179,8 +179,7 @@ class Output:
         import zarr
 
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        for key, value in attrs.items():
-            group.attrs[key] = value
+        group.attrs.update(attrs)  # one write of zarr.json: never half of the attributes
 
     def set_state(self, state: Mapping[str, Any], *, complete: bool) -> None:
         """Record the run state and whether every output is written."""

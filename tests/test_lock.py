@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -156,3 +157,60 @@ def test_second_concurrent_run_is_refused(job, tmp_path, capsys):
             first.wait(timeout=30)
     assert first.returncode == 0, stderr
     assert (out / "cover.csv").exists() and not lock.exists()
+
+
+@pytest.mark.parametrize("content", ["null", "[1, 2]", "{not json", ""])
+def test_garbage_lock_is_refused_while_fresh_and_taken_over_when_old(tmp_path, content):
+    out = Output(str(tmp_path / "out"))
+    path = tmp_path / "out" / ".sediment_xr" / "lock"
+    path.parent.mkdir(parents=True)
+    path.write_text(content)
+    with pytest.raises(OutputError, match=r"lock .* cannot be read: another run may be starting"):
+        OutputLock(out, heartbeat=0).acquire()
+    old = time.time() - 3600
+    os.utime(path, (old, old))
+    with OutputLock(out, heartbeat=0) as lock:
+        assert "cannot be read" in lock.taken_over
+    assert sorted(p.name for p in path.parent.iterdir()) == []  # no stale-* or tmp leftovers
+
+
+def test_heartbeat_without_time_zone_is_read_as_utc(tmp_path):
+    out = Output(str(tmp_path / "out"))
+    _lock_doc(
+        tmp_path / "out" / ".sediment_xr" / "lock",
+        host="hub-node-7",
+        heartbeat="2020-01-01T00:00:00",
+    )
+    with OutputLock(out, heartbeat=0) as lock:
+        assert "last heartbeat" in lock.taken_over
+
+
+def test_a_run_notices_its_lock_was_taken_over(tmp_path):
+    out = Output(str(tmp_path / "out"))
+    with OutputLock(out, heartbeat=0) as lock:
+        lock.check()
+        _lock_doc(tmp_path / "out" / ".sediment_xr" / "lock", pid=os.getpid(), token="new-owner")
+        with pytest.raises(OutputError, match="this run lost the lock"):
+            lock.check()
+
+
+def test_heartbeat_survives_a_failed_read(tmp_path, monkeypatch):
+    out = Output(str(tmp_path / "out"))
+    lock = OutputLock(out, heartbeat=0.05)
+    original = OutputLock.read
+    failures = []
+
+    def flaky(self):
+        if len(failures) < 2 and threading.current_thread().name == "sediment-xr-lock":
+            failures.append(1)
+            raise OSError("503 SlowDown")
+        return original(self)
+
+    monkeypatch.setattr(OutputLock, "read", flaky)
+    with lock:
+        first = original(lock)["heartbeat"]
+        deadline = time.monotonic() + 10
+        while original(lock)["heartbeat"] == first and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert len(failures) == 2 and original(lock)["heartbeat"] > first
+        assert not lock.lost
