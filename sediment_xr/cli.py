@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
             "debugging); default: an embedded LocalCluster of worker processes",
         )
         p.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+        p.add_argument(
+            "--overwrite",
+            action="store_true",
+            help="replace an output made with a different config (only files the tool wrote)",
+        )
         p.add_argument("--quiet", action="store_true", help="no progress bars")
 
     run = sub.add_parser("run", help="run the pipeline of a YAML config")
@@ -59,11 +64,6 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="SECTION.KEY=VALUE",
         help="override a config value, e.g. --set cluster.n_clusters=5 (repeatable)",
-    )
-    run.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace an output made with a different config (only files the tool wrote)",
     )
     common(run)
 
@@ -214,6 +214,14 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
                     f"there {what}. Copy the input out of the output folder, or choose another "
                     "output."
                 )
+        folder = source if source.is_dir() else source.parent
+        if real == folder or ("**" in config.input and real.is_relative_to(folder)):
+            raise ConfigError(
+                f"output {out} is {'the input folder' if real == folder else 'inside the input'}"
+                f" {folder} of {config.input}, so files a run writes (segmented PNGs, the "
+                "video) could be read as input by the next run. Choose an output folder "
+                "outside the input folder."
+            )
 
 
 def _memory_per_thread(dask_config: Any) -> float:
@@ -233,13 +241,15 @@ def _memory_per_thread(dask_config: Any) -> float:
 def _check_task_memory(config: Any, source: Any, address: str | None) -> None:
     """Refuse chunks whose tasks would not fit the memory limit of a worker thread.
 
-    Not checked on an existing scheduler: its workers' limits are set there.
+    Checked for the embedded LocalCluster only: an existing scheduler sets its workers'
+    limits, and in-process schedulers have none. (:func:`sediment_xr.pipeline.check` also
+    refuses chunks over a fixed size, for every scheduler and the Python API.)
     """
     from dask.utils import format_bytes
 
     from sediment_xr.exceptions import ConfigError
 
-    if address and address not in IN_PROCESS_SCHEDULERS:
+    if address:  # an existing scheduler sets its workers' limits; in-process has none
         return
     frames = max(source.data.chunks[0]) if source.sizes["time"] else 0
     pixels = source.sizes["y"] * source.sizes["x"]
@@ -270,6 +280,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         n_frames=args.frames,
         scheduler=args.scheduler,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(path)
     return 0
@@ -319,6 +330,13 @@ def _failure(err: BaseException, output: str | None = None) -> tuple[str, int] |
             f"no space left to write{where} ({err.strerror or err}). Free some space, or "
             "choose an output folder on a larger disk, then run the same command again to "
             "resume: finished work is kept.",
+            EXIT_FAILURE,
+        )
+    if type(err).__name__ == "KilledWorker":  # distributed: a task kept killing its worker
+        return (
+            "a dask worker died again and again while computing (most often out of memory). "
+            "Use a smaller ingest.chunk_frames or give ingest.resize, or a larger "
+            "dask.memory_limit, then run the same command again to resume.",
             EXIT_FAILURE,
         )
     if isinstance(err, MemoryError):

@@ -35,8 +35,9 @@ __all__ = [
 
 _COLOR_SPACES = ("bgr", "rgb", "hsv", "lab")
 _MAX_CONFIG_BYTES = 1_000_000
-# dask.memory_limit per worker: below this a worker cannot hold one chunk of a real frame.
-_MIN_MEMORY_LIMIT = 128 * 2**20
+# dask.memory_limit per worker: an idle worker process alone uses about 250 MiB here; below
+# 1 GiB dask pauses or restarts workers for ever instead of failing.
+_MIN_MEMORY_LIMIT = 2**30
 _MAX_MEMORY_LIMIT = 2**50  # 1 PiB
 
 
@@ -473,7 +474,7 @@ def _memory_limit(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         raise _fail(key, "a size such as 4GiB", value, fix)
     if not _MIN_MEMORY_LIMIT <= size <= _MAX_MEMORY_LIMIT:
-        raise _fail(key, "a size from 128MiB to 1PiB per worker", value, fix)
+        raise _fail(key, "a size from 1GiB to 1PiB per worker", value, fix)
     return value.strip() if isinstance(value, str) else str(int(size))
 
 

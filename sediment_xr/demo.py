@@ -36,6 +36,7 @@ def run_demo(
     n_frames: int = 48,
     scheduler: str | None = None,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Make the sample video, run the pipeline on it, and return the output folder.
 
@@ -75,7 +76,7 @@ def run_demo(
         ).to_csv(truth_csv, index=False, float_format="%.6f")
     config = demo_config(str(video), str(out / "results"), scheduler)
     with _dask_client(scheduler, config.dask, quiet=not progress):
-        result = run(config, progress=progress)
+        result = run(config, progress=progress, overwrite=overwrite)
     truth = pd.read_csv(truth_csv)
     mat = result.trend.set_index("name").loc["mat"]
     per_day_true = DEMO_SLOPE / (pd.Timedelta(DEMO_INTERVAL) / pd.Timedelta(days=1))

@@ -252,13 +252,15 @@ MAX_CHUNK_BYTES = 256 * 2**20
 
 def _check_task_memory(source: xr.DataArray, chunk_frames: int) -> None:
     frame_bytes = source.sizes["y"] * source.sizes["x"] * source.sizes.get("channel", 3)
-    if min(chunk_frames, source.sizes["time"]) * frame_bytes > MAX_CHUNK_BYTES:
+    frames = min(chunk_frames, source.sizes["time"])
+    if frames * frame_bytes > MAX_CHUNK_BYTES:
         most = max(1, MAX_CHUNK_BYTES // frame_bytes)
         raise InputError(
-            f"ingest.chunk_frames is {chunk_frames}, which makes chunks of "
-            f"{chunk_frames * frame_bytes / 2**20:.0f} MiB of {source.sizes['x']} x "
-            f"{source.sizes['y']} frames, over the {MAX_CHUNK_BYTES // 2**20} MiB a task may "
-            f"hold. Use chunk_frames: {min(most, 8)} (at most {most}), or ingest.resize."
+            f"ingest.chunk_frames is {chunk_frames}, which puts {frames} frames of "
+            f"{source.sizes['x']} x {source.sizes['y']} pixels "
+            f"({frames * frame_bytes / 2**20:.0f} MiB) in each task, over the "
+            f"{MAX_CHUNK_BYTES // 2**20} MiB a task may hold. Use chunk_frames: {most} or "
+            "fewer, or give ingest.resize."
         )
 
 

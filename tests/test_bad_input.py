@@ -555,7 +555,7 @@ BAD_CONFIG_VALUES = {
     ),
     "memory-limit-too-small": (
         {"dask": {"memory_limit": "4kB"}},
-        ["dask.memory_limit needs a size from 128MiB to 1PiB per worker"],
+        ["dask.memory_limit needs a size from 1GiB to 1PiB per worker"],
     ),
 }
 
@@ -632,22 +632,25 @@ def test_start_time_without_frame_interval_warns(tmp_path, capsys):
 
 
 def test_task_memory_over_the_limit(tmp_path, out, capsys):
-    """Four 1024 x 1024 frames per task, with 128 MiB shared by 4 threads: too much."""
+    """Four 1024 x 1024 frames per task, with 1 GiB shared by 32 threads: too much."""
     cfg = write_config(
         tmp_path,
         sample_frames_dir(),
         out,
         ingest={"chunk_frames": 4},
-        dask={"memory_limit": "128MiB", "threads_per_worker": 4},
+        dask={"memory_limit": "1GiB", "threads_per_worker": 32},
     )
-    code, stdout, err = run(["run", str(cfg)], capsys)
+    # The embedded LocalCluster's limit (the check refuses before any cluster starts).
+    code = main(["run", str(cfg), "--quiet"])
+    captured = capsys.readouterr()
+    stdout, err = captured.out, captured.err
     assert_refused(
         code,
         stdout,
         err,
         [
             "ingest.chunk_frames: 4 puts 4 frames of 1024x1024 pixels in each task",
-            "dask.memory_limit 128MiB",
+            "dask.memory_limit 1GiB",
             "Use ingest.chunk_frames: 2",
         ],
     )
@@ -978,3 +981,17 @@ def test_nothing_is_persisted_or_loaded_with_pickle_or_unsafe_yaml():
         text = path.read_text(encoding="utf-8")
         for word in unsafe:
             assert word not in text, f"{path.name} uses {word}"
+
+
+@pytest.mark.parametrize("pattern", ["{folder}", "{folder}/*.png", "{folder}/**/*.png"])
+def test_output_in_the_input_folder(tmp_path, capsys, pattern):
+    """Output written among the inputs would feed the next run its own segmented PNGs."""
+    stills = tmp_path / "stills"
+    shutil.copytree(sample_frames_dir(), stills)
+    out = stills if "**" not in pattern else stills / "results"
+    cfg = write_config(tmp_path, pattern.format(folder=stills), out)
+    code, stdout, err = run(["run", str(cfg)], capsys)
+    assert_refused(code, stdout, err, ["the input", "Choose an output folder outside"])
+    assert sorted(p.name for p in stills.iterdir()) == sorted(
+        p.name for p in sample_frames_dir().iterdir()
+    )

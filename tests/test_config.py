@@ -765,7 +765,7 @@ def test_unquoted_start_time_equals_quoted(tmp_path):
     ("value", "stored"),
     [
         ("4GiB", "4GiB"),
-        ("500 MB", "500 MB"),
+        ("1500 MB", "1500 MB"),
         ("auto", "auto"),
         (2**31, "2147483648"),
         (4e9, "4000000000"),
@@ -780,10 +780,10 @@ def test_memory_limit_accepts_sizes(value, stored):
     ("value", "message"),
     [
         ("4 gigs", "needs a size such as 4GiB, but got '4 gigs'"),
-        ("-1GB", "needs a size from 128MiB to 1PiB per worker, but got '-1GB'"),
-        ("4kB", "needs a size from 128MiB to 1PiB per worker"),
-        (0, "needs a size from 128MiB to 1PiB per worker, but got 0"),
-        (10**30, "needs a size from 128MiB to 1PiB per worker"),
+        ("-1GB", "needs a size from 1GiB to 1PiB per worker, but got '-1GB'"),
+        ("4kB", "needs a size from 1GiB to 1PiB per worker"),
+        (0, "needs a size from 1GiB to 1PiB per worker, but got 0"),
+        (10**30, "needs a size from 1GiB to 1PiB per worker"),
         (float("nan"), "needs a size such as 4GiB, but got nan"),
         (float("inf"), "needs a size such as 4GiB, but got inf"),
         (True, "needs a size such as 4GiB, but got True"),

@@ -309,7 +309,10 @@ def test_chunks_too_big_for_a_task_are_refused():
         da.zeros((200, 1024, 1024, 3), dtype=np.uint8, chunks=(100, -1, -1, -1)),
         dims=("time", "y", "x", "channel"),
     )
-    with pytest.raises(sx.InputError, match=r"chunk_frames is 100, which makes chunks of 300 MiB"):
+    with pytest.raises(
+        sx.InputError,
+        match=r"chunk_frames is 100, which puts 100 frames of 1024 x 1024 pixels \(300 MiB\)",
+    ):
         pipeline._check_task_memory(frames, 100)
     pipeline._check_task_memory(frames, 85)  # 255 MiB: fine
     pipeline._check_task_memory(frames.isel(time=slice(0, 4)), 100)  # only 4 frames in all
