@@ -372,6 +372,7 @@ def _run_locked(
         )
     new_ingest = state is None or state.get("fingerprint_ingest") != fp_ingest
     new_model = new_ingest or state.get("fingerprint_model") != fp_model
+    old_report = (state or {}).get("config", {}).get("report")
     state = dict(state or {})
     state.update(
         config=resolved,
@@ -509,6 +510,9 @@ def _run_locked(
     out.write_text("clusters.json", json.dumps(_clusters_json(model, cover, config), indent=2))
     out.write_text("config.resolved.yaml", dump_config(config))
     clusters = _clusters_json(model, cover, config)
+    if old_report is not None and old_report != resolved.get("report"):
+        # The report section changed: its old files go, the new ones are written below.
+        out.remove("segmented.mp4", "segmented", "report.html")
     _write_visuals(out, cube, model, config, computed, series, trend, clusters["clusters"], log)
     state.setdefault("stages", {})
     state["stages"].update(ingest="complete", label="complete", outputs="complete")

@@ -381,3 +381,24 @@ def test_ingest_decodes_each_chunk_once(small_series, tmp_path, monkeypatch):
     )
     pipeline.run(config, progress=False)
     assert len(calls) == 3 and len(set(calls)) == 3  # 12 frames, 3 chunks, one decode each
+
+
+def test_changed_report_section_is_applied_on_rerun(tmp_path):
+    import av
+
+    config = shr_config(tmp_path)
+    config = dataclasses.replace(
+        config, report=dataclasses.replace(config.report, png_frames=(0, 1))
+    )
+    pipeline.run(config, progress=False)
+    out = Path(config.output)
+    slower = dataclasses.replace(
+        config, report=dataclasses.replace(config.report, video_fps=2, png_frames=(), html=False)
+    )
+    assert pipeline.run(slower, progress=False).computed == ("video",)  # no relabelling
+    with av.open(str(out / "segmented.mp4")) as container:
+        assert container.streams.video[0].average_rate == 2
+    assert not (out / "segmented").exists() and not (out / "report.html").exists()
+    no_video = dataclasses.replace(slower, report=dataclasses.replace(slower.report, video=False))
+    pipeline.run(no_video, progress=False)
+    assert not (out / "segmented.mp4").exists()
