@@ -289,6 +289,7 @@ def sample_pixels(
     sample_size: int = 200_000,
     random_state: int = 0,
     max_frames: int = 240,
+    frame_ids: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Draw a random pixel sample spread over the whole series.
 
@@ -305,6 +306,10 @@ def sample_pixels(
         Seed. The sample depends only on this, the frames and ``max_frames`` (not on chunks).
     max_frames : int, default 240
         Largest number of frames to read for the sample.
+    frame_ids : sequence of int, optional
+        Id of each frame of ``features`` that seeds its pixel draw; by default its position.
+        Give the positions in the whole series when ``features`` holds only the frames
+        :func:`_sample_frames` picks from it (then the sample equals that of the series).
 
     Returns
     -------
@@ -323,18 +328,19 @@ def sample_pixels(
     if n_time == 0:
         raise InputError("sample_pixels needs at least one frame, but got 0 frames.")
     positions = _sample_frames(n_time, max_frames)
+    ids = positions if frame_ids is None else np.asarray(frame_ids, dtype=np.int64)[positions]
     counts = np.full(len(positions), sample_size // len(positions))
     counts[: sample_size % len(positions)] += 1
     chosen = features.isel(time=positions).transpose("time", "y", "x", ...)
     if not is_dask(chosen):
-        return _sample_block(np.asarray(chosen.values), positions, counts, random_state)
+        return _sample_block(np.asarray(chosen.values), ids, counts, random_state)
     data = chosen.data.rechunk({1: -1, 2: -1, 3: -1})
     parts = []
     start = 0
     for i, size in enumerate(data.chunks[0]):
         sl = slice(start, start + size)
         parts.append(
-            dask.delayed(_sample_block)(data.blocks[i], positions[sl], counts[sl], random_state)
+            dask.delayed(_sample_block)(data.blocks[i], ids[sl], counts[sl], random_state)
         )
         start += size
     return np.concatenate(dask.compute(*parts))
@@ -493,7 +499,9 @@ def _get_numba_kernels():
     if _NUMBA_KERNELS is None:
         import numba
 
-        @numba.njit(cache=False, nogil=True)
+        # cache=True: compiled once per machine, not once in every worker process (the first
+        # chunk of each worker paid ~0.4 s of JIT compilation).
+        @numba.njit(cache=True, nogil=True)
         def label_count(pixels, centers, labels, counts):  # pragma: no cover - compiled
             k = centers.shape[0]
             c = pixels.shape[1]
@@ -511,27 +519,87 @@ def _get_numba_kernels():
                 labels[i] = best
                 counts[best] += 1
 
-        _NUMBA_KERNELS = label_count
+        @numba.njit(cache=True, nogil=True)
+        def build_lut(centers):  # pragma: no cover - compiled
+            # Nearest centre of every uint8 colour, with the same float64 distances and
+            # first-minimum tie rule as label_count, so labels are identical.
+            k = centers.shape[0]
+            lut = np.empty(256 * 256 * 256, np.int8)
+            for a in range(256):
+                for b in range(256):
+                    for c in range(256):
+                        best = 0
+                        best_d = np.inf
+                        for j in range(k):
+                            d0 = a - centers[j, 0]
+                            d1 = b - centers[j, 1]
+                            d2 = c - centers[j, 2]
+                            d = d0 * d0 + d1 * d1 + d2 * d2
+                            if d < best_d:
+                                best_d = d
+                                best = j
+                        lut[(a << 16) | (b << 8) | c] = best
+            return lut
+
+        @numba.njit(cache=True, nogil=True)
+        def lut_label_count(pixels, lut, labels, counts):  # pragma: no cover - compiled
+            for i in range(pixels.shape[0]):
+                key = (
+                    (np.int64(pixels[i, 0]) << 16)
+                    | (np.int64(pixels[i, 1]) << 8)
+                    | np.int64(pixels[i, 2])
+                )
+                lab = lut[key]
+                labels[i] = lab
+                counts[lab] += 1
+
+        _NUMBA_KERNELS = (label_count, build_lut, lut_label_count)
     return _NUMBA_KERNELS
 
 
 _NUMBA_KERNELS = None
+#: Pixels per call from which a 256**3 lookup table of nearest centres is built (it costs
+#: ~0.08 s for 4 centres, about what the loop takes for 20 frames of 1024 x 400; once built
+#: it serves every later call of the process with the same centres).
+_LUT_MIN_PIXELS = 1_000_000
+_LUT_CACHE: dict[bytes, np.ndarray] = {}
+
+
+def _lut_for(centers: np.ndarray) -> np.ndarray:
+    """The nearest-centre lookup table of ``centers``, built once per process and model."""
+    key = centers.tobytes()
+    lut = _LUT_CACHE.get(key)
+    if lut is None:
+        _LUT_CACHE.clear()  # one model at a time: 16 MiB
+        lut = _LUT_CACHE[key] = _get_numba_kernels()[1](centers)
+    return lut
 
 
 def _label_count_frames(block: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Nearest-centre labels and per-frame counts of uint8 features ``(t, y, x, 3)``.
 
     One pass over the uint8 pixels (no float copies of the frames). Returns int8 labels
-    ``(t, y, x)`` and int64 counts ``(t, n_clusters)``.
+    ``(t, y, x)`` and int64 counts ``(t, n_clusters)``. Large blocks of uint8 pixels are
+    labelled through a lookup table of the nearest centre of every colour (one load per
+    pixel, ~5x faster than computing the distances); labels are the same either way.
     """
-    kernel = _get_numba_kernels()
+    label_count, _, lut_label_count = _get_numba_kernels()
     centers = np.ascontiguousarray(centers, dtype=np.float64)
     t = block.shape[0]
     labels = np.empty(block.shape[:-1], dtype=np.int8)
     counts = np.zeros((t, len(centers)), dtype=np.int64)
+    use_lut = (
+        block.dtype == np.uint8
+        and block.shape[-1] == 3
+        and (centers.tobytes() in _LUT_CACHE or block.size // 3 >= _LUT_MIN_PIXELS)
+    )
+    lut = _lut_for(centers) if use_lut else None
     for i in range(t):
         pixels = np.ascontiguousarray(block[i]).reshape(-1, block.shape[-1])
-        kernel(pixels, centers, labels[i].reshape(-1), counts[i])
+        if lut is not None:
+            lut_label_count(pixels, lut, labels[i].reshape(-1), counts[i])
+        else:
+            label_count(pixels, centers, labels[i].reshape(-1), counts[i])
     return labels, counts
 
 

@@ -26,7 +26,14 @@ import xarray as xr
 
 from sediment_xr import __version__
 from sediment_xr._compat import history_line
-from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, flag_attrs, sample_pixels
+from sediment_xr.cluster import (
+    NO_DATA,
+    ClusterModel,
+    _sample_frames,
+    fit_kmeans,
+    flag_attrs,
+    sample_pixels,
+)
 from sediment_xr.config import Config, dump_config, redacted_dict
 from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
@@ -440,8 +447,12 @@ def _run_locked(
         computed.append("model")
     if model is None:
         log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
+        # Preprocess only the frames the sample is drawn from (before, every usable frame
+        # was read and CLAHE'd, then all but max_frames thrown away). frame_ids keep each
+        # frame's seed, so the sample, the model and every output are unchanged.
+        positions = _sample_frames(len(usable), cl.max_frames)
         features = preprocess(
-            cube["frames"].isel(time=usable),
+            cube["frames"].isel(time=usable[positions]),
             rows=pre.rows,
             cols=pre.cols,
             clip_limit=clip_limit,
@@ -452,7 +463,8 @@ def _run_locked(
             features,
             sample_size=cl.sample_size,
             random_state=cl.random_state,
-            max_frames=cl.max_frames,
+            max_frames=len(positions),
+            frame_ids=positions,
         )
         model = fit_kmeans(
             sample,

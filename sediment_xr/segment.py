@@ -26,6 +26,12 @@ def _palette(colors: np.ndarray, no_data_color: Sequence[int]) -> np.ndarray:
 
 
 def _paint_block(block: np.ndarray, palette: np.ndarray) -> np.ndarray:
+    if block.dtype == np.int8 and len(palette) <= 256:
+        # One lookup by the label's byte: 0..k-1 are the clusters, -1 (byte 255) and any
+        # other value are no data. ~4x faster than the int16 index and mask below.
+        full = np.repeat(palette[:1], 256, axis=0)
+        full[: len(palette) - 1] = palette[1:]
+        return full[block.view(np.uint8)]
     index = block.astype(np.int16) + 1
     index[(index < 0) | (index >= len(palette))] = 0
     return palette[index]
@@ -101,6 +107,7 @@ def write_segmented_video(
     *,
     fps: int = 10,
     crf: int = 20,
+    preset: str = "veryfast",
     storage_options: dict | None = None,
 ) -> int:
     """Write the analysed window of every frame, painted, as an H.264 video (PyAV).
@@ -130,7 +137,9 @@ def write_segmented_video(
     with av.open(local, mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        stream.options = {"crf": str(crf)}
+        # x264's default preset (medium) spent ~19 ms per 1024 x 400 frame here, serially in
+        # the client after labelling; veryfast ~9 ms, for flat painted colours at the same crf.
+        stream.options = {"crf": str(crf), "preset": preset}
         start = 0
         for size in chunks:
             block = np.asarray(window.isel(time=slice(start, start + size)).values)
