@@ -109,15 +109,6 @@ def _colors(colors: Any, n: int, what: str) -> list[str]:
     return out
 
 
-def _bar_width(times: pd.DatetimeIndex) -> pd.Timedelta:
-    """80 % of the shortest gap between frames (one hour for a single frame)."""
-    gaps = np.diff(times.values.astype("datetime64[ns]"))
-    gaps = gaps[gaps > np.timedelta64(0, "ns")]
-    if not len(gaps):
-        return pd.Timedelta(hours=1)
-    return pd.Timedelta(gaps.min()) * 0.8
-
-
 def stacked_cover(
     cover: xr.DataArray,
     *,

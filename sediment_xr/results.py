@@ -61,9 +61,9 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
     state = out.state()
     if state is None:
         return ["cube.zarr (no run has written this output yet)"]
-    if out.open_cube().attrs.get(COMPLETE_ATTR) is True:
-        return []
     cube = out.open_cube()
+    if cube.attrs.get(COMPLETE_ATTR) is True:
+        return []
     n_time = cube.sizes["time"]
     chunk_frames = int(state.get("config", {}).get("ingest", {}).get("chunk_frames", n_time))
     bounds = chunk_bounds(n_time, max(chunk_frames, 1))
@@ -118,13 +118,13 @@ def open_results(
     OutputError
         When there is no cube, or the run did not finish and ``allow_incomplete`` is False.
     """
-    out = Output(output, dict(storage_options or {}))
-    todo = missing(output, storage_options=storage_options)
-    if todo and out.open_cube() is None:
+    cube = Output(output, dict(storage_options or {})).open_cube()
+    if cube is None:
         raise OutputError(
             f"there are no results in {output}: cube.zarr does not exist. Run "
             "`sediment-xr run <config>` with this output folder first."
         )
+    todo = missing(output, storage_options=storage_options)
     if todo:
         message = (
             f"the results in {output} are incomplete (the run that wrote them stopped, or is "
@@ -136,4 +136,4 @@ def open_results(
                 "allow_incomplete=True to read what is there."
             )
         warnings.warn(message, SedimentXRWarning, stacklevel=2)
-    return out.open_cube()
+    return cube
