@@ -34,12 +34,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check sediment_xr tests benchmarks
-	$(BIN)/ruff format --check sediment_xr tests benchmarks
+	$(BIN)/ruff check sediment_xr tests benchmarks notebooks
+	$(BIN)/ruff format --check sediment_xr tests benchmarks notebooks
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format sediment_xr tests benchmarks
-	$(BIN)/ruff check --fix sediment_xr tests benchmarks
+	$(BIN)/ruff format sediment_xr tests benchmarks notebooks
+	$(BIN)/ruff check --fix sediment_xr tests benchmarks notebooks
 
 clean:
 	rm -rf $(VENV) demo_output results .pytest_cache

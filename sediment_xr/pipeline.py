@@ -29,17 +29,15 @@ from sediment_xr._compat import history_line
 from sediment_xr.cluster import (
     NO_DATA,
     ClusterModel,
-    _sample_frames,
     fit_kmeans,
     flag_attrs,
-    sample_pixels,
 )
 from sediment_xr.config import Config, dump_config, redacted_dict
 from sediment_xr.coverage import _check_classes, cover_from_counts, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
 from sediment_xr.io import FRAME_UNDECODABLE
 from sediment_xr.lock import OutputLock
-from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from, preprocess
+from sediment_xr.preprocess import _check_clahe, _preprocess_block, _slice_from
 from sediment_xr.store import (
     Output,
     chunk_bounds,
@@ -159,41 +157,98 @@ def _compute(tasks: Sequence[Any], *, desc: str, progress: bool) -> list[Any]:
     return results
 
 
+@dataclasses.dataclass(frozen=True)
+class _Labelling:
+    """What every labelling task needs besides its frames (small: travels in the graph)."""
+
+    out: Output
+    fingerprint_model: str
+    fingerprint_ingest: str
+    ys: slice
+    xs: slice
+    clip_limit: float
+    tile_grid_size: tuple[int, int]
+    color_space: str
+    centers: np.ndarray
+
+
 def _label_chunk(
-    out: Output,
-    start: int,
-    stop: int,
+    frames: np.ndarray,
+    status: np.ndarray | None,
+    job: _Labelling,
     index: int,
-    fingerprint: str,
-    ys: slice,
-    xs: slice,
-    clip_limit: float,
-    tile_grid_size: tuple[int, int],
-    color_space: str,
-    centers: np.ndarray,
+    start: int,
+    store_frames: bool,
 ) -> np.ndarray:
-    """Worker task: read frames, preprocess, label and count in one pass, write, mark."""
+    """Worker task: one pass over a decoded chunk: (store it,) preprocess, label, count, mark.
+
+    ``frames`` and ``status`` come from the input's decode task, so each frame is decoded once
+    per run and never read back. The chunk's label mark is written last.
+    """
     import zarr
 
     from sediment_xr.cluster import _label_count_frames
 
+    out = job.out
     store = out.zarr_store()
-    frames = zarr.open_array(store, path="frames", mode="r", zarr_format=3)[start:stop]
-    features = _preprocess_block(frames, ys, xs, clip_limit, tile_grid_size, color_space)
-    labels, counts = _label_count_frames(features, centers)
-    group = zarr.open_group(store, mode="r", zarr_format=3)
-    if "frame_status" in group:  # undecodable frames: no data, no cover
-        skipped = group["frame_status"][start:stop] == FRAME_UNDECODABLE
+    stop = start + frames.shape[0]
+    if store_frames:  # the frames, their status and the ingest mark
+        write_frames_chunk(frames, out, start, index, job.fingerprint_ingest, status=status)
+    elif status is not None:
+        flags = zarr.open_array(store, path="frame_status", mode="r+", zarr_format=3)
+        flags[start:stop] = status
+    features = _preprocess_block(
+        frames, job.ys, job.xs, job.clip_limit, job.tile_grid_size, job.color_space
+    )
+    labels, counts = _label_count_frames(features, job.centers)
+    if status is not None:  # undecodable frames: no data, no cover
+        skipped = status == FRAME_UNDECODABLE
         labels[skipped] = NO_DATA
         counts[skipped] = 0
     labels_arr = zarr.open_array(store, path="labels", mode="r+", zarr_format=3)
-    labels_arr[start:stop, ys, xs] = labels
+    labels_arr[start:stop, job.ys, job.xs] = labels
     total = counts.sum(axis=1, keepdims=True)
     percent = np.where(total > 0, 100.0 * counts / np.maximum(total, 1), np.nan)
     cover_arr = zarr.open_array(store, path="cover", mode="r+", zarr_format=3)
     cover_arr[start:stop] = percent
-    mark_done(out, "label", fingerprint, index)
+    mark_done(out, "label", job.fingerprint_model, index)
     return counts
+
+
+def _sample_chunk(
+    frames: np.ndarray,
+    status: np.ndarray | None,
+    frame_ids: np.ndarray,
+    counts: np.ndarray,
+    random_state: int,
+    job: _Labelling,
+) -> np.ndarray:
+    """Worker task: preprocess a decoded chunk and draw its share of the pixel sample.
+
+    Undecodable frames give no pixels (the sample is then a little smaller).
+    """
+    from sediment_xr.cluster import _sample_block
+
+    features = _preprocess_block(
+        frames, job.ys, job.xs, job.clip_limit, job.tile_grid_size, job.color_space
+    )
+    if status is not None:
+        good = status != FRAME_UNDECODABLE
+        features, frame_ids, counts = features[good], frame_ids[good], counts[good]
+    return _sample_block(features, frame_ids, counts, random_state)
+
+
+def _sample_chunks(bounds: Sequence[tuple[int, int]], max_frames: int) -> list[int]:
+    """Chunks spread evenly over the series, ``max_frames`` frames in all (at least one).
+
+    The sample is drawn from whole chunks so that it costs one decode of each frame it uses
+    (a frame in the middle of a chunk would cost the decode of the chunk up to it).
+    """
+    sizes = [stop - start for start, stop in bounds]
+    if sum(sizes) <= max_frames:
+        return list(range(len(bounds)))
+    n = max(1, max_frames // max(sizes))
+    return [int(i) for i in (np.arange(n) + 0.5) * len(bounds) // n]  # centres of n parts
 
 
 def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
@@ -388,52 +443,52 @@ def _run_locked(
         version=__version__,
     )
 
-    # 3. Ingest: frames into cube.zarr by region.
+    # 3. The cube: coordinates (and an empty frames variable when frames are stored).
     n_time = source.sizes["time"]
     bounds = chunk_bounds(n_time, config.ingest.chunk_frames)
+    store_frames = config.ingest.store_frames
     if new_ingest:
         out.remove(*OUTPUT_FILES)
         attrs = {
             "Conventions": "CF-1.10",
-            "title": "sediment_xr cube: frames, labels and percent cover",
+            "title": "sediment_xr cube: labels and percent cover"
+            + (", with the frames" if store_frames else ""),
             "source": config.input,
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
         }
         state["stages"] = {}
-        out.create_cube(source, attrs, state=state)  # state in the same atomic zarr.json
+        # state in the same atomic zarr.json
+        out.create_cube(source, attrs, state=state, store_frames=store_frames)
     else:
         if new_model:  # forget the old model before the state names the new one
             out.remove("model.json")
             out.clear_progress("label")
         state["stages"] = {}
         out.set_state(state, complete=False)
-    todo = pending(out.done_chunks("ingest", fp_ingest), len(bounds))
-    if todo:
-        log(f"ingest: {len(todo)} of {len(bounds)} chunks of {n_time} frames -> {out.store_url}")
-        prepare_progress(out, "ingest", fp_ingest)
-        # Delayed blocks of the unoptimised graphs: frames and status of a chunk come from
-        # one decode task (``.blocks[i]`` would give each its own copy: two decodes).
-        blocks = source.data.to_delayed(optimize_graph=False).ravel()
-        statuses = (
-            source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
-            if "frame_status" in source.coords
-            else [None] * len(blocks)
-        )
-        tasks = [
-            dask.delayed(write_frames_chunk, pure=False)(
-                blocks[i], out, bounds[i][0], i, fp_ingest, status=statuses[i]
-            )
-            for i in todo
-        ]
-        _compute(tasks, desc="ingest", progress=progress)
-        computed.append("ingest")
-    _require_done(out, "ingest", fp_ingest, len(bounds))
+    # Each chunk is decoded by one task of the input's graph; the sample and the labelling
+    # tasks take its frames and status from there (``.blocks[i]`` would decode twice).
+    blocks = source.data.to_delayed(optimize_graph=False).ravel()
+    statuses = (
+        source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
+        if "frame_status" in source.coords
+        else [None] * len(blocks)
+    )
+    job = _Labelling(
+        out=out,
+        fingerprint_model=fp_model,
+        fingerprint_ingest=fp_ingest,
+        ys=ys,
+        xs=xs,
+        clip_limit=clip_limit,
+        tile_grid_size=tiles,
+        color_space=pre.color_space,
+        centers=np.empty((0, 3)),
+    )
 
     lock.check()  # still ours (not taken over while this run was suspended)
     # 4. Fit (or reuse) the model on a pixel sample spread over the series.
     cube = out.open_cube()
-    usable = _decodable_frames(cube, config.input)
     model = None
     if not new_model and out.exists("model.json") and {"labels", "cover"} <= set(cube):
         model = ClusterModel.from_json(
@@ -443,29 +498,34 @@ def _run_locked(
     if model is None and cl.model:
         model = load_model(cl.model, config)
         log(f"cluster: applying {model!r} from {cl.model}")
-        _store_model(out, cube, model)
+        _store_model(out, cube, model, config.ingest.chunk_frames)
         computed.append("model")
     if model is None:
-        log(f"cluster: sampling {cl.sample_size} pixels from up to {cl.max_frames} frames")
-        # Preprocess only the frames the sample is drawn from (before, every usable frame
-        # was read and CLAHE'd, then all but max_frames thrown away). frame_ids keep each
-        # frame's seed, so the sample, the model and every output are unchanged.
-        positions = _sample_frames(len(usable), cl.max_frames)
-        features = preprocess(
-            cube["frames"].isel(time=usable[positions]),
-            rows=pre.rows,
-            cols=pre.cols,
-            clip_limit=clip_limit,
-            tile_grid_size=tiles,
-            color_space=pre.color_space,
+        chosen = _sample_chunks(bounds, cl.max_frames)
+        positions = np.concatenate([np.arange(*bounds[i]) for i in chosen])
+        log(
+            f"cluster: sampling {cl.sample_size} pixels from {len(positions)} frames "
+            f"({len(chosen)} chunks spread over the series)"
         )
-        sample = sample_pixels(
-            features,
-            sample_size=cl.sample_size,
-            random_state=cl.random_state,
-            max_frames=len(positions),
-            frame_ids=positions,
-        )
+        counts = np.full(len(positions), cl.sample_size // len(positions))
+        counts[: cl.sample_size % len(positions)] += 1
+        tasks, at = [], 0
+        for i in chosen:
+            size = bounds[i][1] - bounds[i][0]
+            part = slice(at, at + size)
+            tasks.append(
+                dask.delayed(_sample_chunk)(
+                    blocks[i], statuses[i], positions[part], counts[part], cl.random_state, job
+                )
+            )
+            at += size
+        sample = np.concatenate(_compute(tasks, desc="sample", progress=progress))
+        if len(sample) == 0:
+            raise InputError(
+                f"none of the {len(positions)} frames sampled from {config.input} can be "
+                "decoded, so no model can be fitted. The file is damaged: fetch it again or "
+                "re-encode it."
+            )
         model = fit_kmeans(
             sample,
             n_clusters=cl.n_clusters,
@@ -477,28 +537,37 @@ def _run_locked(
                 "clip_limit": clip_limit,
                 "tile_grid_size": list(tiles),
             },
-            n_frames_sampled=min(len(usable), cl.max_frames),
+            n_frames_sampled=len(positions),
         )
         log(f"cluster: {model!r} after {model.n_epochs} epochs")
-        _store_model(out, cube, model)
+        _store_model(out, cube, model, config.ingest.chunk_frames)
         computed.append("fit")
 
     lock.check()  # still ours (not taken over while this run was suspended)
-    # 5. Label and count, chunk by chunk.
+    # 5. One pass per chunk: decode, (store the frames,) preprocess, label and count.
     todo = pending(out.done_chunks("label", fp_model), len(bounds))
+    unstored: set[int] = set()
+    if store_frames:
+        unstored = set(pending(out.done_chunks("ingest", fp_ingest), len(bounds)))
+        todo = sorted(set(todo) | unstored)
     if todo:
-        log(f"label: {len(todo)} of {len(bounds)} chunks")
+        log(f"label: {len(todo)} of {len(bounds)} chunks of {n_time} frames -> {out.store_url}")
         prepare_progress(out, "label", fp_model)
-        centers = model.centers_array
+        if store_frames:
+            prepare_progress(out, "ingest", fp_ingest)
+        job = dataclasses.replace(job, centers=model.centers_array)
         tasks = [
             dask.delayed(_label_chunk, pure=False)(
-                out, *bounds[i], i, fp_model, ys, xs, clip_limit, tiles, pre.color_space, centers
+                blocks[i], statuses[i], job, i, bounds[i][0], i in unstored
             )
             for i in todo
         ]
         _compute(tasks, desc="label", progress=progress)
         computed.append("label")
+    if store_frames:
+        _require_done(out, "ingest", fp_ingest, len(bounds))
     _require_done(out, "label", fp_model, len(bounds))
+    _warn_undecodable(out.open_cube(), config.input)
 
     lock.check()  # still ours (not taken over while this run was suspended)
     # 6. Classes, trends and the output files.
@@ -525,7 +594,9 @@ def _run_locked(
     if old_report is not None and old_report != resolved.get("report"):
         # The report section changed: its old files go, the new ones are written below.
         out.remove("segmented.mp4", "segmented", "report.html")
-    _write_visuals(out, cube, model, config, computed, series, trend, clusters["clusters"], log)
+    _write_visuals(
+        out, cube, source, model, config, computed, series, trend, clusters["clusters"], log
+    )
     state.setdefault("stages", {})
     state["stages"].update(ingest="complete", label="complete", outputs="complete")
     out.update_attrs(history=_history(cube.attrs.get("history", ""), computed))
@@ -540,6 +611,7 @@ def _run_locked(
 def _write_visuals(
     out: Output,
     cube: xr.Dataset,
+    source: xr.DataArray,
     model: ClusterModel,
     config: Config,
     computed: list[str],
@@ -584,12 +656,14 @@ def _write_visuals(
     if rep.html:
         from sediment_xr.report import build_report
 
-        html = build_report(**_report_inputs(cube, model, config, series, trend, clusters))
+        inputs = _report_inputs(cube, source, model, config, series, trend, clusters)
+        html = build_report(**inputs)
         out.write_text("report.html", html)
 
 
 def _report_inputs(
     cube: xr.Dataset,
+    source: xr.DataArray,
     model: ClusterModel,
     config: Config,
     series: dict[str, xr.DataArray],
@@ -606,7 +680,8 @@ def _report_inputs(
     pos = n_time // 2 if pos is None else min(pos, n_time - 1)
     labels = cube["labels"].isel(time=[pos])
     ys, xs = analysed_window(labels)
-    original = cube["frames"].isel(time=[pos], y=ys, x=xs).load()
+    frames = cube["frames"] if "frames" in cube else source  # not stored: decode it again
+    original = frames.isel(time=[pos], y=ys, x=xs).load()
     enhanced = enhance(
         original,
         clip_limit=config.preprocess.clip_limit,
@@ -698,19 +773,14 @@ def load_model(path: str, config: Config) -> ClusterModel:
     return model
 
 
-def _decodable_frames(cube: xr.Dataset, source: str) -> np.ndarray:
-    """Positions of the frames that decoded; warn about the others, refuse if none did."""
-    n_time = cube.sizes["time"]
-    if "frame_status" not in cube.variables:  # a cube written before frame_status
-        return np.arange(n_time)
+def _warn_undecodable(cube: xr.Dataset, source: str) -> None:
+    """Warn about the frames that did not decode (their labels are no data)."""
+    if "frame_status" not in cube.variables:
+        return
     status = np.asarray(cube["frame_status"].values)
     skipped = np.flatnonzero(status == FRAME_UNDECODABLE)
-    if len(skipped) == n_time:
-        raise InputError(
-            f"none of the {n_time} frames of {source} can be decoded; the input needs "
-            "decodable frames. The file is damaged: fetch it again or re-encode it."
-        )
     if len(skipped):
+        n_time = len(status)
         numbers = cube["frame"].values[skipped] if "frame" in cube.coords else skipped
         shown = ", ".join(str(int(p)) for p in numbers[:10])
         more = ", ..." if len(skipped) > 10 else ""
@@ -722,7 +792,6 @@ def _decodable_frames(cube: xr.Dataset, source: str) -> np.ndarray:
             SedimentXRWarning,
             stacklevel=3,
         )
-    return np.flatnonzero(status != FRAME_UNDECODABLE)
 
 
 def _summary_text(series: xr.Dataset, trend: pd.DataFrame) -> str:
@@ -752,7 +821,7 @@ def _require_done(out: Output, stage: str, fingerprint: str, n_chunks: int) -> N
         )
 
 
-def _store_model(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
+def _store_model(out: Output, cube: xr.Dataset, model: ClusterModel, chunk_frames: int) -> None:
     """Start the labels and cover over (a new model relabels all), then write model.json.
 
     model.json is written last: a run killed before it fits again, one killed after it finds
@@ -760,16 +829,17 @@ def _store_model(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
     """
     out.remove("model.json")
     out.clear_progress("label")
-    _init_label_variables(out, cube, model)
+    _init_label_variables(out, cube, model, chunk_frames)
     out.write_text("model.json", model.to_json())
 
 
-def _init_label_variables(out: Output, cube: xr.Dataset, model: ClusterModel) -> None:
+def _init_label_variables(
+    out: Output, cube: xr.Dataset, model: ClusterModel, chunk_frames: int
+) -> None:
     import dask.array as da
 
-    frames = cube["frames"]
-    n_time, height, width = frames.shape[:3]
-    chunk_t = frames.data.chunksize[0]
+    n_time, height, width = (cube.sizes[d] for d in ("time", "y", "x"))
+    chunk_t = min(chunk_frames, n_time)
     k = model.n_clusters
     labels = xr.DataArray(
         da.full((n_time, height, width), NO_DATA, dtype=np.int8, chunks=(chunk_t, -1, -1)),

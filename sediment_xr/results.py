@@ -65,13 +65,12 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
     if cube.attrs.get(COMPLETE_ATTR) is True:
         return []
     n_time = cube.sizes["time"]
-    chunk_frames = int(state.get("config", {}).get("ingest", {}).get("chunk_frames", n_time))
-    bounds = chunk_bounds(n_time, max(chunk_frames, 1))
+    ingest = state.get("config", {}).get("ingest", {})
+    bounds = chunk_bounds(n_time, max(int(ingest.get("chunk_frames", n_time)), 1))
     items = []
-    stages = (
-        ("ingest", state.get("fingerprint_ingest")),
-        ("label", state.get("fingerprint_model")),
-    )
+    stages = [("label", state.get("fingerprint_model"))]
+    if ingest.get("store_frames", True):  # cubes of 0.1 stored the frames, without the key
+        stages.insert(0, ("ingest", state.get("fingerprint_ingest")))
     for stage, fingerprint in stages:
         if stage == "label" and not (out.exists("model.json") and "labels" in cube):
             items.append("model.json (the model is not fitted yet)")
@@ -105,13 +104,14 @@ def open_results(
         fsspec options for a URL (credentials, endpoint).
     allow_incomplete : bool, default False
         Open an unfinished run's cube anyway, with a :class:`SedimentXRWarning` listing what
-        is missing. Frames not ingested read as 0, frames not labelled as labels ``-1``
-        (no data) and cover NaN.
+        is missing. Frames not labelled read as labels ``-1`` (no data) and cover NaN (and,
+        with ``ingest.store_frames``, frames not stored as 0).
 
     Returns
     -------
     xarray.Dataset
-        ``frames``, ``labels``, ``cover`` and (with classes) ``class_cover``, dask-backed.
+        ``labels``, ``cover``, ``frame_status``, (with classes) ``class_cover`` and (with
+        ``ingest.store_frames``) ``frames``, dask-backed.
 
     Raises
     ------

@@ -188,22 +188,32 @@ class Output:
         )
 
     def create_cube(
-        self, frames: xr.DataArray, attrs: Mapping[str, Any], *, state: Mapping[str, Any]
+        self,
+        frames: xr.DataArray,
+        attrs: Mapping[str, Any],
+        *,
+        state: Mapping[str, Any],
+        store_frames: bool = True,
     ) -> None:
-        """Create ``cube.zarr`` with the ``frames`` variable's metadata and coordinates.
+        """Create ``cube.zarr`` with the coordinates of ``frames`` (and its metadata).
 
         The run ``state`` goes into the same root ``zarr.json`` (marked not complete), so a
-        cube is never seen without it. Frame data are written later, chunk by chunk
-        (:func:`write_frames_chunk`).
+        cube is never seen without it. With ``store_frames`` an empty ``frames`` variable is
+        created, its data written later chunk by chunk (:func:`write_frames_chunk`); without
+        it only the coordinates and ``frame_status`` are.
         """
         ds = frames.to_dataset(name="frames")
+        if not store_frames:
+            ds = ds.drop_vars("frames")
         ds.attrs = {
             **attrs,
             STATE_ATTR: json.dumps(dict(state), sort_keys=True),
             COMPLETE_ATTR: False,
         }
-        chunks = (frames.data.chunksize[0], *frames.shape[1:])
-        encoding = {"frames": {"chunks": chunks, "compressors": frames_compressors()}}
+        encoding = {}
+        if store_frames:
+            chunks = (frames.data.chunksize[0], *frames.shape[1:])
+            encoding["frames"] = {"chunks": chunks, "compressors": frames_compressors()}
         ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
 
     def remove_variables(self, *names: str) -> None:

@@ -60,6 +60,7 @@ QUICK = {
     "report": {"html": False, "video": False},
 }
 RUN = ["--scheduler", "synchronous", "--quiet"]
+KEEP_FRAMES = {"store_frames": True}  # the decoded frames are checked in cube.zarr
 
 
 # --------------------------------------------------------------------------------------------
@@ -341,7 +342,9 @@ def test_grayscale_images_become_three_equal_channels(tmp_path, capsys):
     grey = [frames(3)[k, ..., 0] for k in range(3)]
     folder = stills(tmp_path / "stills", grey)
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     stored = open_cube(output)["frames"].values
     np.testing.assert_array_equal(stored, np.repeat(np.stack(grey)[..., None], 3, axis=-1))
@@ -352,7 +355,9 @@ def test_rgba_images_drop_alpha(tmp_path, capsys):
     alpha = np.broadcast_to(np.arange(SIZE, dtype=np.uint8)[None, :, None] * 4, (SIZE, SIZE, 1))
     folder = stills(tmp_path / "stills", [np.concatenate([f, alpha], -1) for f in rgb])
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     np.testing.assert_array_equal(open_cube(output)["frames"].values, rgb)
 
@@ -361,7 +366,9 @@ def test_16bit_images_are_scaled_to_8_bits(tmp_path, capsys):
     wide = frames(3).astype(np.uint16) * 257 + np.uint16(100)
     folder = stills(tmp_path / "stills", list(wide))
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     np.testing.assert_array_equal(open_cube(output)["frames"].values, (wide >> 8).astype(np.uint8))
 
@@ -381,7 +388,9 @@ def test_exif_rotated_jpegs_are_analysed_upright(tmp_path, capsys):
     for hour, image in enumerate(stored):
         exif_jpeg(folder / f"{stamp(hour)}.jpg", image, orientation=6)
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     cube = open_cube(output)
     assert (cube.sizes["y"], cube.sizes["x"]) == (64, 48)
@@ -412,7 +421,9 @@ def test_hidden_and_appledouble_files_are_ignored(tmp_path, capsys):
     (folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1")
     (folder / "Thumbs.db").write_bytes(b"\xd0\xcf\x11\xe0")
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     cube = open_cube(output)
     assert cube.sizes["time"] == 3
@@ -427,7 +438,9 @@ def test_non_monotonic_name_order_is_sorted_by_time(tmp_path, capsys):
     for prefix, hour, k in (("a", 1, 1), ("b", 2, 2), ("c", 0, 0)):
         write_png(folder / f"{prefix}_20220601T{hour:02d}0000_UTC.png", images[k])
     output = tmp_path / "out"
-    code, stdout, err = run(["run", str(write_config(tmp_path, folder, output))], capsys)
+    code, stdout, err = run(
+        ["run", str(write_config(tmp_path, folder, output, ingest=KEEP_FRAMES))], capsys
+    )
     assert_ran(code, stdout, err, output)
     cube = open_cube(output)
     times = pd.DatetimeIndex(cube["time"].values)
@@ -754,7 +767,7 @@ def test_disk_full(tmp_path, capsys):
     noise = rng.integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)  # incompressible
     video = write_video(noise, tmp_path / "noise.mkv", codec="ffv1")
     output = tmp_path / "out"
-    cfg = write_config(tmp_path, video, output)
+    cfg = write_config(tmp_path, video, output, ingest=KEEP_FRAMES)
     limit = 8 * 1024  # a frame chunk is 55 kB; trend_summary.txt about 13 kB
 
     # 1. A fresh output: the first chunk of frames does not fit.

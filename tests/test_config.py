@@ -46,7 +46,12 @@ def test_defaults_are_the_lessons():
     assert config.input == "video.mkv"
     assert config.output == "out"
     assert config.ingest == IngestConfig(
-        fps=None, resize=None, start_time=None, frame_interval=None, chunk_frames=8
+        fps=None,
+        resize=None,
+        start_time=None,
+        frame_interval=None,
+        chunk_frames=8,
+        store_frames=False,
     )
     assert config.preprocess.rows == (-400, None)
     assert config.preprocess.cols is None
@@ -231,7 +236,7 @@ def test_unknown_top_level_key_lists_valid_keys(tmp_path):
             "ingest:\n  interval: 1h\n",
             "ingest.interval",
             "ingest.fps, ingest.resize, ingest.start_time, ingest.frame_interval, "
-            "ingest.chunk_frames",
+            "ingest.chunk_frames, ingest.store_frames",
         ),
         (
             "dask:\n  workers: 4\n",
@@ -266,6 +271,7 @@ def test_section_that_is_not_a_mapping(tmp_path, text, key):
 # --------------------------------------------------------------------------------------------
 # wrong types and values
 BAD_VALUES = [
+    ("ingest:\n  store_frames: 'yes'\n", "ingest.store_frames needs true or false, but got 'yes'"),
     ("cluster:\n  n_clusters: 1\n", "cluster.n_clusters needs a whole number from 2 to 100"),
     ("cluster:\n  n_clusters: 0\n", "cluster.n_clusters needs a whole number from 2 to 100"),
     ("cluster:\n  n_clusters: -3\n", "cluster.n_clusters needs a whole number from 2 to 100"),
@@ -611,6 +617,7 @@ FULL = {
         "start_time": "2022-06-01T00:00:00",
         "frame_interval": "17h",
         "chunk_frames": 3,
+        "store_frames": True,
     },
     "preprocess": {
         "crop": {"rows": [-32, None], "cols": [None, 60]},

@@ -16,6 +16,7 @@ import sediment_xr as sx
 from sediment_xr import pipeline
 from sediment_xr.config import ClusterConfig, Config, IngestConfig, load_config
 from sediment_xr.exceptions import OutputError
+from sediment_xr.io import FRAME_OK
 from sediment_xr.store import COMPLETE_ATTR, Output
 from sediment_xr.testing import sample_frames_dir, synthetic_series, write_video
 
@@ -103,8 +104,8 @@ def test_cube_is_cf_labelled_and_complete(shr_run):
     config, _ = shr_run
     cube = open_cube(config)
     assert cube.attrs[COMPLETE_ATTR] is True
-    assert cube["frames"].dims == ("time", "y", "x", "channel")
-    assert cube["frames"].dtype == np.uint8
+    assert "frames" not in cube  # ingest.store_frames is off by default
+    assert (cube["frame_status"].values == FRAME_OK).all()
     assert cube["labels"].dtype == np.int8
     assert cube["labels"].attrs["flag_values"] == [-1, 0, 1, 2, 3]
     assert cube["cover"].attrs["units"] == "percent"
@@ -122,7 +123,7 @@ def test_pipeline_equals_the_lazy_api(shr_run):
     """The fused per-chunk pipeline gives exactly the labels and cover of the public API."""
     config, result = shr_run
     cube = open_cube(config)
-    features = sx.preprocess(cube["frames"], rows=[-400, None], color_space="bgr")
+    features = sx.preprocess(pipeline.check(config), rows=[-400, None], color_space="bgr")
     labels = sx.label(features, result.model)
     stored = cube["labels"].isel(y=slice(-400, None))
     np.testing.assert_array_equal(stored.values, labels.values)
@@ -132,7 +133,7 @@ def test_pipeline_equals_the_lazy_api(shr_run):
 def test_rerun_reuses_and_classes_recompute_only_outputs(tmp_path):
     config = shr_config(tmp_path, classes=None)
     first = pipeline.run(config, progress=False)
-    assert first.computed == ("ingest", "fit", "label", "video")
+    assert first.computed == ("fit", "label", "video")
     assert "bio" not in first.cover.columns
     chunk = Path(config.output, "cube.zarr", "labels", "c", "0", "0", "0")
     stamp = chunk.stat().st_mtime_ns
@@ -270,7 +271,7 @@ def test_a_stored_model_is_applied_to_another_run(shr_run, tmp_path):
         cluster=dataclasses.replace(config.cluster, model=model_path, random_state=99),
     )
     result = pipeline.run(reuse, progress=False)
-    assert result.computed == ("ingest", "model", "label", "video")
+    assert result.computed == ("model", "label", "video")
     assert result.model == first.model
     pd.testing.assert_frame_equal(result.cover, first.cover)
     mismatch = dataclasses.replace(
@@ -332,7 +333,7 @@ def test_changed_input_files_are_noticed(tmp_path):
         pipeline.run(config, progress=False)
     assert open_cube(config).sizes["time"] == 4  # the stored result is untouched
     result = pipeline.run(config, overwrite=True, progress=False)
-    assert "ingest" in result.computed and open_cube(config).sizes["time"] == 5
+    assert "label" in result.computed and open_cube(config).sizes["time"] == 5
     # A file replaced under the same name (new size and time): refused too.
     (stills / "frame_0013.png").write_bytes((stills / "frame_0010.png").read_bytes())
     with pytest.raises(OutputError, match=r"changed: the input files"):
@@ -358,7 +359,11 @@ def test_refit_interrupted_after_overwrite_never_reuses_the_old_model(tmp_path, 
     assert open_cube(config).sizes["cluster"] == 3
 
 
-def test_ingest_decodes_each_chunk_once(small_series, tmp_path, monkeypatch):
+@pytest.mark.parametrize(("max_frames", "sampled"), [(240, [0, 1, 2]), (4, [1])])
+def test_each_pass_decodes_each_chunk_once(
+    small_series, tmp_path, monkeypatch, max_frames, sampled
+):
+    """The sample decodes only its whole chunks; labelling decodes every chunk once."""
     from sediment_xr import io
 
     video = write_video(small_series["frames"], tmp_path / "v.mp4", codec="libx264", crf=20)
@@ -370,17 +375,28 @@ def test_ingest_decodes_each_chunk_once(small_series, tmp_path, monkeypatch):
         return original(source, wanted_pts, **kwargs)
 
     monkeypatch.setattr(io, "_video_chunk_task", counting)
+    default = Config(input="x", output="y")
     config = Config(
         input=str(video),
         output=str(tmp_path / "out"),
         ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
         preprocess=dataclasses.replace(
-            Config(input="x", output="y").preprocess,
-            rows=(-small_series.attrs["crop_rows"], None),
+            default.preprocess, rows=(-small_series.attrs["crop_rows"], None)
         ),
+        cluster=dataclasses.replace(default.cluster, max_frames=max_frames),
+        report=dataclasses.replace(default.report, html=False, video=False),
     )
-    pipeline.run(config, progress=False)
-    assert len(calls) == 3 and len(set(calls)) == 3  # 12 frames, 3 chunks, one decode each
+    chunks = sorted({c for c in pipeline.check(config)["frame"].values // 4})
+    assert chunks == [0, 1, 2]
+    calls.clear()
+    result = pipeline.run(config, progress=False)
+    assert result.model.n_frames_sampled == 4 * len(sampled)
+    pts = [int(c[0]) for c in calls]  # the first frame's pts names the chunk
+    starts = sorted(set(pts))
+    assert len(starts) == 3  # 12 frames in 3 chunks
+    sample, labelling = calls[: len(sampled)], calls[len(sampled) :]
+    assert sorted(starts.index(int(c[0])) for c in sample) == sampled
+    assert sorted(starts.index(int(c[0])) for c in labelling) == [0, 1, 2]
 
 
 def test_changed_report_section_is_applied_on_rerun(tmp_path):

@@ -27,7 +27,9 @@ def test_finished_run_opens_lazily(config):
     assert missing(config.output) == []
     cube = sx.open_results(config.output)
     assert cube["labels"].chunks is not None  # dask-backed
-    assert set(cube.data_vars) >= {"frames", "labels", "cover", "class_cover"}
+    assert set(cube.data_vars) >= {"labels", "cover", "class_cover"}
+    assert "frame_status" in cube.coords
+    assert "frames" not in cube  # not stored by default
 
 
 def test_no_results_yet(tmp_path):
@@ -63,9 +65,25 @@ def test_unfinished_run_says_what_is_missing(config, monkeypatch):
     assert missing(config.output) == []
 
 
-def test_unfinished_ingest_and_unfitted_model(config, monkeypatch):
+def test_unfitted_model(config, monkeypatch):
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies while fitting
+
+    monkeypatch.setattr(pipeline, "fit_kmeans", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    assert missing(config.output)[:2] == [
+        "model.json (the model is not fitted yet)",
+        "label: 4 of 4 chunks not done (all frames)",
+    ]
+
+
+def test_unfinished_stored_frames(config, monkeypatch):
     from sediment_xr import store
 
+    config = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, store_frames=True)
+    )
     original = store.write_frames_chunk
 
     def lost_at_chunk_three(block, out, start, index, fingerprint, *args, **kwargs):
@@ -76,8 +94,12 @@ def test_unfinished_ingest_and_unfitted_model(config, monkeypatch):
     monkeypatch.setattr(pipeline, "write_frames_chunk", lost_at_chunk_three)
     with pytest.raises(sx.OutputError, match="ingest did not finish: 1 of 4 chunks"):
         pipeline.run(config, progress=False)
-    assert missing(config.output)[:3] == [
-        "ingest: 1 of 4 chunks not done (frames 3)",
-        "model.json (the model is not fitted yet)",
-        "label: 4 of 4 chunks not done (all frames)",
-    ]
+    todo = missing(config.output)
+    assert todo[0] == "ingest: 1 of 4 chunks not done (frames 3)"
+    assert not any(item.startswith("label") for item in todo)  # labelled all the same
+    monkeypatch.undo()
+    result = pipeline.run(config, progress=False)
+    assert result.computed[0] == "label" and missing(config.output) == []
+    cube = sx.open_results(config.output)
+    source = pipeline.check(config)
+    np.testing.assert_array_equal(cube["frames"].values, source.values)

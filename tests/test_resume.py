@@ -2,9 +2,11 @@
 
 Each run is the real CLI in its own session (process group) with its embedded LocalCluster;
 the whole group, CLI and dask workers, is killed with SIGKILL, as when a hub kernel or a
-node dies. The points are found by watching the output folder: early in ingest, ingest done
-before the model is stored, model stored before any chunk is labelled, mid-labelling, all
-chunks labelled before the tables are written, and while the report files are written.
+node dies. The points are found by watching the output folder: the cube created but the model
+not fitted yet (while sampling and fitting), model stored before any chunk is labelled,
+mid-labelling (each chunk is decoded, labelled and counted in one task; once more with
+``ingest.store_frames``), all chunks labelled before the tables are written, and while the
+report files are written.
 The resumed run must equal an uninterrupted run (labels, cover, CSV tables, model) and must
 not redo stages that were finished.
 """
@@ -53,12 +55,8 @@ def _complete(out: Path) -> bool:
 
 #: name -> (reached, passed): kill when ``reached(out)`` holds and ``passed(out)`` does not.
 POSITIONS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], bool]]] = {
-    "ingest_started": (
-        lambda o: 1 <= _marks(o, "ingest") < N_CHUNKS,
-        lambda o: _marks(o, "ingest") == N_CHUNKS,
-    ),
-    "ingest_done_before_model": (
-        lambda o: _marks(o, "ingest") == N_CHUNKS,
+    "fitting": (
+        lambda o: (o / "cube.zarr" / "zarr.json").exists(),
         lambda o: (o / "model.json").exists(),
     ),
     "model_stored_before_labels": (
@@ -66,6 +64,10 @@ POSITIONS: dict[str, tuple[Callable[[Path], bool], Callable[[Path], bool]]] = {
         lambda o: _marks(o, "label") > 0,
     ),
     "labelling": (
+        lambda o: 1 <= _marks(o, "label") < N_CHUNKS,
+        lambda o: _marks(o, "label") == N_CHUNKS,
+    ),
+    "labelling_frames_stored": (
         lambda o: 1 <= _marks(o, "label") < N_CHUNKS,
         lambda o: _marks(o, "label") == N_CHUNKS,
     ),
@@ -101,7 +103,11 @@ def job(tmp_path_factory) -> dict:
     return {"path": path, "reference": Path(raw["output"])}
 
 
-def _cli(job: dict, out: Path) -> list[str]:
+#: Settings of the runs killed at a position (the others use the job's config as it is).
+SETTINGS = {"labelling_frames_stored": ["--set", "ingest.store_frames=true"]}
+
+
+def _cli(job: dict, out: Path, position: str = "") -> list[str]:
     return [
         sys.executable,
         "-m",
@@ -110,12 +116,13 @@ def _cli(job: dict, out: Path) -> list[str]:
         str(job["path"]),
         "--set",
         f"output={out}",
+        *SETTINGS.get(position, []),
     ]
 
 
-def _start(job: dict, out: Path) -> subprocess.Popen:
+def _start(job: dict, out: Path, position: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [*_cli(job, out), "--quiet"],
+        [*_cli(job, out, position), "--quiet"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,  # its own process group: the kill takes the workers too
@@ -141,7 +148,7 @@ def _kill_group(proc: subprocess.Popen) -> None:
 def _kill_at(job: dict, out: Path, position: str) -> bool:
     """Start a run and SIGKILL it at ``position``; False when the run went past it unseen."""
     reached, passed = POSITIONS[position]
-    proc = _start(job, out)
+    proc = _start(job, out, position)
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
@@ -157,10 +164,14 @@ def _kill_at(job: dict, out: Path, position: str) -> bool:
             _kill_group(proc)
 
 
-def _assert_equal_results(expected: Path, actual: Path) -> None:
+def _assert_equal_results(expected: Path, actual: Path, frames=None) -> None:
     a, b = Output(str(expected)).open_cube(), Output(str(actual)).open_cube()
     assert b.attrs[COMPLETE_ATTR] is True
-    np.testing.assert_array_equal(a["frames"].values, b["frames"].values)
+    if frames is None:
+        assert "frames" not in b  # not stored (the default)
+    else:
+        np.testing.assert_array_equal(b["frames"].values, frames)
+    np.testing.assert_array_equal(a["frame_status"].values, b["frame_status"].values)
     np.testing.assert_array_equal(a["labels"].values, b["labels"].values)
     np.testing.assert_array_equal(a["cover"].values, b["cover"].values)
     np.testing.assert_array_equal(a["class_cover"].values, b["class_cover"].values)
@@ -184,7 +195,6 @@ def test_sigkill_then_resume_equals_uninterrupted(job, tmp_path, position):
             break
     else:
         pytest.fail(f"the run never stopped at {position!r} in 3 attempts")
-    ingest_done = _marks(out, "ingest") == N_CHUNKS
     labels_done = _marks(out, "label") == N_CHUNKS and (out / "model.json").exists()
     labelled = _marks(out, "label")
     assert not _complete(out)  # a killed run never looks complete...
@@ -194,7 +204,7 @@ def test_sigkill_then_resume_equals_uninterrupted(job, tmp_path, position):
     assert (out / ".sediment_xr" / "lock").exists()  # left behind by the killed run
 
     resumed = subprocess.run(
-        _cli(job, out),
+        _cli(job, out, position),
         capture_output=True,
         text=True,
         timeout=600,
@@ -204,10 +214,13 @@ def test_sigkill_then_resume_equals_uninterrupted(job, tmp_path, position):
     log = resumed.stderr
     assert "took over the lock of an earlier run" in log
     # Finished work is not redone.
-    if ingest_done:
-        assert "ingest:" not in log, log
     if labels_done:
         assert "label:" not in log and "cluster: sampling" not in log, log
     elif labelled and (out / "model.json").exists():
         assert f"label: {N_CHUNKS - labelled} of {N_CHUNKS} chunks" in log, log
-    _assert_equal_results(job["reference"], out)
+    if position in SETTINGS:  # frames stored: they are the input's, every one
+        assert f"label: {N_CHUNKS - labelled} of {N_CHUNKS} chunks" in log, log
+        frames = pipeline.check(load_config(job["path"])).values
+        _assert_equal_results(job["reference"], out, frames)
+    else:
+        _assert_equal_results(job["reference"], out)

@@ -44,7 +44,9 @@ def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
     local = Config(
         input=str(video),
         output=str(tmp_path / "local"),
-        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        ingest=IngestConfig(
+            start_time="2022-06-01", frame_interval="17h", chunk_frames=4, store_frames=True
+        ),
         preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         report=ReportConfig(html=False, video=True),
@@ -126,7 +128,8 @@ def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
     )
     cube = Output(remote.output).open_cube()
     ref = Output(local.output).open_cube()
-    for var in ("frames", "labels", "cover"):
+    assert "frames" not in cube  # not stored (the default)
+    for var in ("labels", "cover", "frame_status"):
         np.testing.assert_array_equal(cube[var].values, ref[var].values)
 
 
