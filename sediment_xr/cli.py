@@ -264,7 +264,7 @@ def _check_task_memory(config: Any, source: Any, address: str | None) -> None:
         else "Give ingest.resize (e.g. [1024, 1024]), or a larger dask.memory_limit"
     )
     raise ConfigError(
-        f"ingest.chunk_frames: {config.ingest.chunk_frames} puts {frames} frames of "
+        f"ingest.chunk_frames: {config.ingest.chunk_frames or 'auto'} puts {frames} frames of "
         f"{source.sizes['x']}x{source.sizes['y']} pixels in each task, about "
         f"{format_bytes(need)}, more than half of what a worker thread may use "
         f"(dask.memory_limit {config.dask.memory_limit} / threads_per_worker "

@@ -54,7 +54,7 @@ class IngestConfig:
     resize: int | tuple[int, int] | None = None
     start_time: str | None = None
     frame_interval: str | None = None
-    chunk_frames: int = 8
+    chunk_frames: int | None = None  # auto: sediment_xr.io.auto_chunk_frames
     store_frames: bool = False
 
 
@@ -131,7 +131,7 @@ class Config:
                 "resize": _plain(self.ingest.resize),
                 "start_time": self.ingest.start_time,
                 "frame_interval": self.ingest.frame_interval,
-                "chunk_frames": self.ingest.chunk_frames,
+                "chunk_frames": self.ingest.chunk_frames or "auto",
                 "store_frames": self.ingest.store_frames,
             },
             "preprocess": {
@@ -396,13 +396,7 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
                 "ingest.start_time", ing.get("start_time"), "Use e.g. start_time: '2022-06-01'."
             ),
             frame_interval=_interval(ing.get("frame_interval")),
-            chunk_frames=_int(
-                "ingest.chunk_frames",
-                ing.get("chunk_frames", 8),
-                low=1,
-                high=4096,
-                fix="Use e.g. chunk_frames: 8.",
-            ),
+            chunk_frames=_chunk_frames(ing.get("chunk_frames", "auto")),
             store_frames=_bool("ingest.store_frames", ing.get("store_frames", False)),
         ),
         preprocess=PreprocessConfig(
@@ -484,6 +478,14 @@ def _memory_limit(value: Any) -> str:
     if not _MIN_MEMORY_LIMIT <= size <= _MAX_MEMORY_LIMIT:
         raise _fail(key, "a size from 1GiB to 1PiB per worker", value, fix)
     return value.strip() if isinstance(value, str) else str(int(size))
+
+
+def _chunk_frames(value: Any) -> int | None:
+    """``auto`` (or null) is None: chosen from the frame size when the input is opened."""
+    if value is None or value == "auto":
+        return None
+    fix = "Use e.g. chunk_frames: 32, or chunk_frames: auto."
+    return _int("ingest.chunk_frames", value, low=1, high=4096, fix=fix)
 
 
 def _bool(key: str, value: Any) -> bool:

@@ -312,6 +312,11 @@ def input_signature(config: Config, source: xr.DataArray) -> str:
 MAX_CHUNK_BYTES = 256 * 2**20
 
 
+def _chunk_frames(source: xr.DataArray) -> int:
+    """Frames per chunk of the opened input (``ingest.chunk_frames`` or the automatic one)."""
+    return int(source.data.chunks[0][0]) if source.sizes["time"] else 1
+
+
 def _check_task_memory(source: xr.DataArray, chunk_frames: int) -> None:
     frame_bytes = source.sizes["y"] * source.sizes["x"] * source.sizes.get("channel", 3)
     frames = min(chunk_frames, source.sizes["time"])
@@ -333,7 +338,7 @@ def check(config: Config) -> xr.DataArray:
     input, a crop outside the frame or invalid CLAHE settings.
     """
     source = open_input(config)
-    _check_task_memory(source, config.ingest.chunk_frames)
+    _check_task_memory(source, _chunk_frames(source))
     pre = config.preprocess
     _slice_from(pre.rows, source.sizes["y"], "rows")
     _slice_from(pre.cols, source.sizes["x"], "cols")
@@ -432,11 +437,16 @@ def _run_locked(
             "--overwrite: replacing the output made with other settings "
             f"({', '.join(changed) or _FILES_CHANGED})"
         )
-    new_ingest = state is None or state.get("fingerprint_ingest") != fp_ingest
+    new_ingest = (  # a cube whose creation was interrupted is created again
+        state is None
+        or state.get("fingerprint_ingest") != fp_ingest
+        or not state.get("cube_created")
+    )
     new_model = new_ingest or state.get("fingerprint_model") != fp_model
     old_report = (state or {}).get("config", {}).get("report")
     state = dict(state or {})
     state.update(
+        chunk_frames=_chunk_frames(source),
         config=resolved,
         fingerprint_ingest=fp_ingest,
         fingerprint_model=fp_model,
@@ -445,7 +455,8 @@ def _run_locked(
 
     # 3. The cube: coordinates (and an empty frames variable when frames are stored).
     n_time = source.sizes["time"]
-    bounds = chunk_bounds(n_time, config.ingest.chunk_frames)
+    chunk_frames = _chunk_frames(source)  # ingest.chunk_frames, or the automatic choice
+    bounds = chunk_bounds(n_time, chunk_frames)
     store_frames = config.ingest.store_frames
     if new_ingest:
         out.remove(*OUTPUT_FILES)
@@ -458,8 +469,11 @@ def _run_locked(
             "sediment_xr_version": __version__,
         }
         state["stages"] = {}
+        state.pop("cube_created", None)  # set once every array is created
         # state in the same atomic zarr.json
         out.create_cube(source, attrs, state=state, store_frames=store_frames)
+        state["cube_created"] = True  # every array and coordinate is there
+        out.set_state(state, complete=False)
     else:
         if new_model:  # forget the old model before the state names the new one
             out.remove("model.json")
@@ -498,7 +512,7 @@ def _run_locked(
     if model is None and cl.model:
         model = load_model(cl.model, config)
         log(f"cluster: applying {model!r} from {cl.model}")
-        _store_model(out, cube, model, config.ingest.chunk_frames)
+        _store_model(out, cube, model, chunk_frames)
         computed.append("model")
     if model is None:
         chosen = _sample_chunks(bounds, cl.max_frames)
@@ -540,7 +554,7 @@ def _run_locked(
             n_frames_sampled=len(positions),
         )
         log(f"cluster: {model!r} after {model.n_epochs} epochs")
-        _store_model(out, cube, model, config.ingest.chunk_frames)
+        _store_model(out, cube, model, chunk_frames)
         computed.append("fit")
 
     lock.check()  # still ours (not taken over while this run was suspended)

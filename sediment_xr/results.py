@@ -64,9 +64,14 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
     cube = out.open_cube()
     if cube.attrs.get(COMPLETE_ATTR) is True:
         return []
+    if not state.get("cube_created") or "time" not in cube.sizes:
+        return ["cube.zarr (the run stopped while creating it)"]
     n_time = cube.sizes["time"]
     ingest = state.get("config", {}).get("ingest", {})
-    bounds = chunk_bounds(n_time, max(int(ingest.get("chunk_frames", n_time)), 1))
+    chunk_frames = state.get("chunk_frames") or ingest.get("chunk_frames")  # the resolved one
+    if not isinstance(chunk_frames, int):
+        chunk_frames = n_time
+    bounds = chunk_bounds(n_time, max(chunk_frames, 1))
     items = []
     stages = [("label", state.get("fingerprint_model"))]
     if ingest.get("store_frames", True):  # cubes of 0.1 stored the frames, without the key

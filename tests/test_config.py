@@ -50,7 +50,7 @@ def test_defaults_are_the_lessons():
         resize=None,
         start_time=None,
         frame_interval=None,
-        chunk_frames=8,
+        chunk_frames=None,  # auto
         store_frames=False,
     )
     assert config.preprocess.rows == (-400, None)
@@ -806,3 +806,17 @@ def test_memory_limit_rejects(value, message):
 def test_in_process_scheduler_names_are_accepted():
     config = config_from_dict(with_section(dask={"scheduler": "synchronous"}))
     assert config.dask.scheduler == "synchronous"
+
+
+@pytest.mark.parametrize("value", ["auto", None])
+def test_chunk_frames_auto(value):
+    config = config_from_dict({**MINIMAL, "ingest": {"chunk_frames": value}})
+    assert config.ingest.chunk_frames is None
+    assert config.to_dict()["ingest"]["chunk_frames"] == "auto"
+    assert config_from_dict(config.to_dict()) == config
+    assert config.fingerprint("ingest") == config_from_dict(MINIMAL).fingerprint("ingest")
+
+
+def test_chunk_frames_words_other_than_auto_are_refused():
+    with pytest.raises(ConfigError, match=r"ingest.chunk_frames needs a whole number.*auto"):
+        config_from_dict({**MINIMAL, "ingest": {"chunk_frames": "many"}})

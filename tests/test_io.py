@@ -831,3 +831,18 @@ def test_storage_error_classification():
     assert "file's permissions" in str(io.storage_error(PermissionError("no"), "/data/v.mkv"))
     assert io.storage_error(FileNotFoundError("gone"), url) is None
     assert io.storage_error(ValueError("not storage"), url) is None
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "frames"),
+    [(1024, 1024, 32), (64, 48, 32), (1920, 1080, 16), (3840, 2160, 4), (16384, 8192, 1)],
+)
+def test_auto_chunk_frames(width, height, frames):
+    assert io.auto_chunk_frames(width, height) == frames
+
+
+def test_default_chunks_are_automatic(videos):
+    arr = open_video(videos["ffv1"], start_time="2022-06-01")
+    n = arr.sizes["time"]
+    expected = io.auto_chunk_frames(arr.sizes["x"], arr.sizes["y"])
+    assert arr.data.chunks[0][0] == min(n, expected)

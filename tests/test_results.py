@@ -103,3 +103,28 @@ def test_unfinished_stored_frames(config, monkeypatch):
     cube = sx.open_results(config.output)
     source = pipeline.check(config)
     np.testing.assert_array_equal(cube["frames"].values, source.values)
+
+
+def test_run_killed_while_creating_the_cube(config, monkeypatch):
+    """The root zarr.json (with the state) is written first, the arrays after it."""
+    import json
+
+    import zarr
+
+    from sediment_xr.store import STATE_ATTR, Output
+
+    def killed(self, frames, attrs, *, state, store_frames=True):
+        group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
+        group.attrs[STATE_ATTR] = json.dumps(dict(state))
+        raise KeyboardInterrupt  # before any array exists
+
+    monkeypatch.setattr(Output, "create_cube", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    assert missing(config.output) == ["cube.zarr (the run stopped while creating it)"]
+    with pytest.raises(sx.OutputError, match=r"stopped while creating it"):
+        sx.open_results(config.output)
+    monkeypatch.undo()
+    result = pipeline.run(config, progress=False)  # the same command: created again
+    assert result.computed[:2] == ("fit", "label")
+    assert missing(config.output) == []
