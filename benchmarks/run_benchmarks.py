@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -571,9 +572,18 @@ def sx_command() -> list[str]:
 
 
 def write_config(
-    path: Path, video: Path, output: Path, *, n_workers: int, report: bool, chunk_frames: int = 8
+    path: Path,
+    video: Path,
+    output: Path,
+    *,
+    n_workers: int,
+    report: bool,
+    store_frames: bool = False,
 ) -> Path:
-    """A config like ``configs/demo.yaml`` (the lesson's settings) for the benchmark video."""
+    """A config like ``configs/demo.yaml`` (the lesson's settings) for the benchmark video.
+
+    ``chunk_frames`` is left to the default (auto: 32 frames of 1024 x 1024).
+    """
     import yaml
 
     config = {
@@ -582,7 +592,7 @@ def write_config(
         "ingest": {
             "start_time": "2022-06-01T00:00:00",
             "frame_interval": "17h",
-            "chunk_frames": chunk_frames,
+            "store_frames": store_frames,
         },
         "preprocess": {"crop": {"rows": [-400, None]}, "color_space": "bgr"},
         "cluster": {"n_clusters": 4, "sample_size": 200000, "random_state": 0},
@@ -599,17 +609,25 @@ def _du(path: Path) -> int:
 
 
 def run_sx(
-    video: Path, workdir: Path, *, n_workers: int, report: bool, keep: bool = False
+    video: Path,
+    workdir: Path,
+    *,
+    n_workers: int,
+    report: bool,
+    store_frames: bool = False,
+    keep: bool = False,
 ) -> dict[str, Any]:
     """Run ``sediment-xr run`` on ``video`` (fresh output folder); times, stages, memory."""
-    output = workdir / f"sx_out_{n_workers}w_{'report' if report else 'lean'}"
+    name = f"{n_workers}w_{'report' if report else 'lean'}{'_frames' if store_frames else ''}"
+    output = workdir / f"sx_out_{name}"
     shutil.rmtree(output, ignore_errors=True)
     cfg = write_config(
-        workdir / f"sx_{n_workers}w_{'report' if report else 'lean'}.yaml",
+        workdir / f"sx_{name}.yaml",
         video,
         output,
         n_workers=n_workers,
         report=report,
+        store_frames=store_frames,
     )
     mon = run_monitored([*sx_command(), "run", str(cfg)])
     if mon.returncode != 0:
@@ -617,9 +635,8 @@ def run_sx(
         raise RuntimeError(f"sediment-xr run failed ({mon.returncode}):\n{tail}")
     marks = {
         "cluster_up": mon.first(r"^dask dashboard:"),
-        "ingest_start": mon.first(r"^ingest: \d+ of \d+ chunks"),
-        "ingest_end": mon.first(r"^ingest: 100%"),
-        "fit_start": mon.first(r"^cluster: sampling"),
+        "sample_start": mon.first(r"^cluster: sampling"),
+        "sample_end": mon.first(r"^sample: 100%"),
         "fit_end": mon.first(r"^cluster: <ClusterModel"),
         "label_start": mon.first(r"^label: \d+ of \d+ chunks"),
         "label_end": mon.first(r"^label: 100%"),
@@ -632,11 +649,11 @@ def run_sx(
             return None
         return round(marks[b] - marks[a], 4)
 
-    stages["startup_s"] = marks["ingest_start"]
-    stages["ingest_s"] = span("ingest_start", "ingest_end")
-    stages["sample_fit_s"] = span("ingest_end", "label_start")
-    stages["fit_only_s"] = span("fit_start", "fit_end")
-    stages["label_s"] = span("label_start", "label_end")
+    stages["startup_s"] = marks["sample_start"]
+    stages["sample_s"] = span("sample_start", "sample_end")
+    stages["sample_fit_s"] = span("sample_start", "label_start")
+    stages["fit_only_s"] = span("sample_end", "fit_end")
+    stages["label_s"] = span("label_start", "label_end")  # decode + label + count (+ frames)
     stages["outputs_s"] = span("label_end", "done")
     stages["shutdown_s"] = round(mon.wall_s - marks["done"], 4) if marks["done"] else None
     cube = output / "cube.zarr"
@@ -650,11 +667,13 @@ def run_sx(
                 "codecs": doc["codecs"],
                 "stored_bytes": _du(cube / name),
             }
-    n_frames = int(json.loads((cube / "frames" / "zarr.json").read_text())["shape"][0])
+    n_frames = int(json.loads((cube / "labels" / "zarr.json").read_text())["shape"][0])
     result = {
         "n_frames": n_frames,
         "n_workers": n_workers,
         "report": report,
+        "store_frames": store_frames,
+        "stored_bytes": _du(output),
         "wall_s": mon.wall_s,
         "cpu_s": mon.cpu_s,
         "cpu_sampled_s": mon.cpu_sampled_s,
@@ -1005,32 +1024,31 @@ def _n_frames_of(video: Path) -> int:
 def breakdown_main(video_path: str, workdir: str) -> None:
     """Time every per-frame step of the pipeline's tasks on ``video_path``; print JSON.
 
-    Runs the package's own task functions (``write_frames_chunk``, ``sample_pixels`` on the
-    lazily preprocessed cube, ``fit_kmeans``, ``_label_chunk``, ``write_segmented_video``) in
-    this process with dask's synchronous scheduler and one thread for OpenCV/BLAS, as a
-    worker of ``sediment-xr run`` does; then the pieces of ``_label_chunk`` one by one.
+    Runs the package's own task functions (the input's decode task, ``_sample_chunk``,
+    ``fit_kmeans``, ``_label_chunk`` with and without storing the frames,
+    ``write_segmented_video``) in this process with dask's synchronous scheduler and one
+    thread for OpenCV/BLAS, as a worker of ``sediment-xr run`` does; then the pieces of
+    ``_label_chunk`` one by one.
     """
     import cv2
     import dask
+    import numpy as np
     import zarr
-    from threadpoolctl import threadpool_limits
 
     import sediment_xr as sx
-    from sediment_xr.cluster import _label_count_frames, _sample_frames
-    from sediment_xr.pipeline import _label_chunk, _store_model
+    from sediment_xr.cluster import _label_count_frames
+    from sediment_xr.pipeline import (
+        _label_chunk,
+        _Labelling,
+        _sample_chunk,
+        _sample_chunks,
+        _store_model,
+    )
     from sediment_xr.preprocess import _preprocess_block
     from sediment_xr.segment import write_segmented_video
-    from sediment_xr.store import (
-        Output,
-        chunk_bounds,
-        mark_done,
-        prepare_progress,
-        write_frames_chunk,
-    )
+    from sediment_xr.store import Output, chunk_bounds, mark_done, prepare_progress
 
     cv2.setNumThreads(1)
-    out_dir = Path(workdir) / "breakdown_out"
-    shutil.rmtree(out_dir, ignore_errors=True)
     t: dict[str, float] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -1041,84 +1059,83 @@ def breakdown_main(video_path: str, workdir: str) -> None:
         source = sx.open_video(video_path, start_time="2022-06-01", frame_interval="17h")
         add("open_video (probe, fixed)", time.perf_counter() - t0)
         n = source.sizes["time"]
-        bounds = chunk_bounds(n, source.data.chunksize[0])
-        out = Output(str(out_dir))
-        import inspect
-
-        extra = {"state": {}} if "state" in inspect.signature(out.create_cube).parameters else {}
-        out.create_cube(source, {"title": "benchmark"}, **extra)
-        for stage, fp in (("ingest", "bench"), ("label", "bench"), ("label", "bench2")):
-            prepare_progress(out, stage, fp)
-        for i, (start, _stop) in enumerate(bounds):
-            t0 = time.perf_counter()
-            block = source.data.blocks[i].compute()
-            add("ingest: decode H.264 (PyAV, rgb24)", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            write_frames_chunk(block, out, start, i, "bench")
-            add("ingest: write frames to Zarr (zstd) + mark", time.perf_counter() - t0)
-        cube = out.open_cube()
+        chunk = source.data.chunksize[0]
+        bounds = chunk_bounds(n, chunk)
+        ys = slice(source.sizes["y"] - 400, source.sizes["y"])
+        xs = slice(0, source.sizes["x"])
+        blocks = source.data.to_delayed(optimize_graph=False).ravel()
+        statuses = source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
+        outs = {}
+        for name, frames in (("lean", False), ("frames", True)):
+            out_dir = Path(workdir) / f"breakdown_{name}"
+            shutil.rmtree(out_dir, ignore_errors=True)
+            outs[name] = Output(str(out_dir))
+            outs[name].create_cube(source, {"title": "benchmark"}, state={}, store_frames=frames)
+            for stage in ("ingest", "label"):
+                prepare_progress(outs[name], stage, "bench")
+        job = _Labelling(outs["lean"], "bench", "bench", ys, xs, 2.0, (8, 8), "bgr", None)
+        chosen = _sample_chunks(bounds, 240)
+        positions = np.concatenate([np.arange(*bounds[i]) for i in chosen])
+        counts = np.full(len(positions), 200_000 // len(positions))
+        counts[: 200_000 % len(positions)] += 1
+        parts, at = [], 0
         t0 = time.perf_counter()
-        features = sx.preprocess(cube["frames"], rows=[-400, None], color_space="bgr")
-        sample = sx.sample_pixels(features, sample_size=200_000, random_state=0)
-        add("sample: pixels (pipeline: all frames read + preprocessed)", time.perf_counter() - t0)
-        positions = _sample_frames(n, 240)
-        t0 = time.perf_counter()
-        chosen = cube["frames"].isel(time=positions)
-        sx.sample_pixels(
-            sx.preprocess(chosen, rows=[-400, None], color_space="bgr"),
-            sample_size=200_000,
-            random_state=0,
-        )
-        add("(alternative) sample: select frames first", time.perf_counter() - t0)
+        for i in chosen:
+            size = bounds[i][1] - bounds[i][0]
+            frames_i, status_i = dask.compute(blocks[i], statuses[i])
+            part = slice(at, at + size)
+            parts.append(_sample_chunk(frames_i, status_i, positions[part], counts[part], 0, job))
+            at += size
+        label = f"sample: decode + preprocess {len(positions)} frames + draw"
+        add(label, time.perf_counter() - t0)
+        sample = np.concatenate(parts)
         t0 = time.perf_counter()
         model = sx.fit_kmeans(sample, n_clusters=4, color_space="bgr", random_state=0)
         add("fit_kmeans (fixed)", time.perf_counter() - t0)
-        _store_model(out, cube, model)
-        for stage, fp in (("label", "bench"), ("label", "bench2")):
-            prepare_progress(out, stage, fp)
+        for out in outs.values():
+            _store_model(out, out.open_cube(), model, chunk)
+            prepare_progress(out, "label", "bench")
         centers = model.centers_array
-        ys = slice(source.sizes["y"] - 400, source.sizes["y"])
-        xs = slice(0, source.sizes["x"])
-        for i, (start, stop) in enumerate(bounds):
-            t0 = time.perf_counter()
-            _label_chunk(out, start, stop, i, "bench", ys, xs, 2.0, (8, 8), "bgr", centers)
-            add("label: _label_chunk (whole task)", time.perf_counter() - t0)
+        for name, frames in (("lean", False), ("frames", True)):
+            task_job = dataclasses.replace(job, out=outs[name], centers=centers)
+            key = "store_frames: true" if frames else "default"
+            for i, (start, _stop) in enumerate(bounds):
+                t0 = time.perf_counter()
+                block, status = dask.compute(blocks[i], statuses[i])
+                add(f"label task ({key}): decode (the input's task)", time.perf_counter() - t0)
+                t0 = time.perf_counter()
+                _label_chunk(block, status, task_job, i, start, frames)
+                add(f"label task ({key}): _label_chunk", time.perf_counter() - t0)
         # The pieces of _label_chunk, again on every chunk.
-        store = out.zarr_store()
+        store = outs["lean"].zarr_store()
         for i, (start, stop) in enumerate(bounds):
+            block, status = dask.compute(blocks[i], statuses[i])
             t0 = time.perf_counter()
-            frames = zarr.open_array(store, path="frames", mode="r", zarr_format=3)[start:stop]
-            add("  label: read frames from Zarr", time.perf_counter() - t0)
+            feats = _preprocess_block(block, ys, xs, 2.0, (8, 8), "bgr")
+            add("  crop + CLAHE + colour", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            feats = _preprocess_block(frames, ys, xs, 2.0, (8, 8), "bgr")
-            add(
-                "  label: crop + CLAHE + colour (incl. threadpool_limits)",
-                time.perf_counter() - t0,
-            )
-            t0 = time.perf_counter()
-            labels, counts = _label_count_frames(feats, centers)
-            add("  label: numba label+count", time.perf_counter() - t0)
+            labels, counts_i = _label_count_frames(feats, centers)
+            add("  label + count (lookup table)", time.perf_counter() - t0)
             t0 = time.perf_counter()
             arr = zarr.open_array(store, path="labels", mode="r+", zarr_format=3)
             arr[start:stop, ys, xs] = labels
-            add("  label: write labels to Zarr", time.perf_counter() - t0)
+            add("  write labels to Zarr", time.perf_counter() - t0)
             t0 = time.perf_counter()
             cover = zarr.open_array(store, path="cover", mode="r+", zarr_format=3)
-            cover[start:stop] = 100.0 * counts / counts.sum(axis=1, keepdims=True)
-            mark_done(out, "label", "bench2", i)
-            add("  label: write cover + mark", time.perf_counter() - t0)
-            t0 = time.perf_counter()
-            for _ in range(2):  # _preprocess_block enters it twice per chunk
-                with threadpool_limits(limits=1):
-                    pass
-            add("  (inside preprocess) threadpool_limits x2", time.perf_counter() - t0)
-        cube = out.open_cube()
+            cover[start:stop] = 100.0 * counts_i / counts_i.sum(axis=1, keepdims=True)
+            mark_done(outs["lean"], "label", "bench", i)
+            add("  write cover + mark", time.perf_counter() - t0)
+        cube = outs["lean"].open_cube()
         t0 = time.perf_counter()
-        write_segmented_video(cube["labels"], model.center_rgb, str(out_dir / "segmented.mp4"))
+        write_segmented_video(
+            cube["labels"], model.center_rgb, str(Path(workdir) / "breakdown_segmented.mp4")
+        )
         add("report: segmented.mp4 (client process)", time.perf_counter() - t0)
-    shutil.rmtree(out_dir, ignore_errors=True)
+    for out in outs.values():
+        shutil.rmtree(out.root, ignore_errors=True)
     per_frame = {k: 1e3 * v / n for k, v in t.items()}
-    print(json.dumps({"n_frames": n, "total_s": t, "per_frame_ms": per_frame}))
+    result = {"n_frames": n, "chunk_frames": chunk, "total_s": t, "per_frame_ms": per_frame}
+    print(json.dumps(result))
 
 
 def run_breakdown(video: Path, workdir: Path) -> dict[str, Any]:
@@ -1182,7 +1199,7 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         s["lesson"]["step_share_of_loop"] = {
             k: round(v / total, 4) for k, v in steps.items() if k != "fit"
         }
-    for key in ("sx", "sx_lean", "workers"):
+    for key in ("sx", "sx_lean", "sx_frames", "workers"):
         reps = [r for r in res.get(key, {}).get("runs", []) if str(n1) in r and str(n2) in r]
         if not reps:
             continue
@@ -1192,14 +1209,15 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
         }
         for n in (n1, n2):
             stages = [r[str(n)]["stages_s"] for r in reps]
-            frame_stages = [(st["ingest_s"] + st["label_s"]) / n for st in stages]
-            with_fit = [(st["ingest_s"] + st["sample_fit_s"] + st["label_s"]) / n for st in stages]
+            frame_stages = [st["label_s"] / n for st in stages]
+            with_fit = [(st["sample_fit_s"] + st["label_s"]) / n for st in stages]
             d[f"at_{n}"] = {
                 "wall_s_median": median([r[str(n)]["wall_s"] for r in reps]),
                 "cpu_s_median": median([r[str(n)]["cpu_s"] for r in reps]),
                 "wall_per_frame_ms": 1e3 * median([r[str(n)]["wall_s"] / n for r in reps]),
-                "ingest+label_per_frame_ms": 1e3 * median(frame_stages),
-                "ingest+sample_fit+label_per_frame_ms": 1e3 * median(with_fit),
+                "label_per_frame_ms": 1e3 * median(frame_stages),
+                "sample_fit+label_per_frame_ms": 1e3 * median(with_fit),
+                "stored_mib_median": median([r[str(n)]["stored_bytes"] for r in reps]) / MIB,
                 "stages_s_median": {
                     k: median([st[k] for st in stages if st[k] is not None]) for k in stages[0]
                 },
@@ -1210,11 +1228,9 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 "client_peak_rss_mib_max": max(r[str(n)]["client_peak_rss_mib"] for r in reps),
             }
         a, b = d[f"at_{n1}"], d[f"at_{n2}"]
-        d["flatness_ingest+label"] = (
-            b["ingest+label_per_frame_ms"] / a["ingest+label_per_frame_ms"]
-        )
-        d["flatness_ingest+sample_fit+label"] = (
-            b["ingest+sample_fit+label_per_frame_ms"] / a["ingest+sample_fit+label_per_frame_ms"]
+        d["flatness_label"] = b["label_per_frame_ms"] / a["label_per_frame_ms"]
+        d["flatness_sample_fit+label"] = (
+            b["sample_fit+label_per_frame_ms"] / a["sample_fit+label_per_frame_ms"]
         )
         d["worker_memory_growth"] = b["worker_peak_rss_mib_max"] / a["worker_peak_rss_mib_max"]
         s[key] = d
@@ -1233,8 +1249,8 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             / two["wall"]["from_best_ms"],
             f"throughput_ratio_wall_at_{n2}": one[f"at_{n2}"]["wall_s_median"]
             / two[f"at_{n2}"]["wall_s_median"],
-            f"throughput_ratio_ingest+label_at_{n2}": one[f"at_{n2}"]["ingest+label_per_frame_ms"]
-            / two[f"at_{n2}"]["ingest+label_per_frame_ms"],
+            f"throughput_ratio_label_at_{n2}": one[f"at_{n2}"]["label_per_frame_ms"]
+            / two[f"at_{n2}"]["label_per_frame_ms"],
             "cpu_per_frame_ratio_2w_over_1w": two["cpu"]["median_ms"] / one["cpu"]["median_ms"],
         }
     if "kernel" in res:
@@ -1396,6 +1412,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 rep,
                 "sediment-xr run, 2 workers, default report",
                 lambda n: run_sx(videos[n], workdir, n_workers=2, report=True),
+            )
+        if "sx" in args.only and extra_rep:
+            timed(
+                "sx_frames",
+                rep,
+                "sediment-xr run, 2 workers, report off, frames stored",
+                lambda n: run_sx(videos[n], workdir, n_workers=2, report=False, store_frames=True),
             )
         if "workers" in args.only and extra_rep:
             timed(

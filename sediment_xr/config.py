@@ -46,8 +46,9 @@ class IngestConfig:
     """How frames are read: sampling rate, size, time axis, chunking and whether to keep them.
 
     ``store_frames`` keeps the decoded frames in ``cube.zarr`` (off by default: measured, they
-    take 7-20 times the size of an H.264 video and writing them costs more than decoding the
+    take ~20 times the size of an H.264 video and writing them costs more than decoding the
     frame again; the frames stay available lazily through :func:`sediment_xr.open_video`).
+    ``chunk_frames`` None is automatic (:func:`sediment_xr.io.auto_chunk_frames`).
     """
 
     fps: float | None = None

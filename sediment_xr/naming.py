@@ -11,13 +11,14 @@ that decision becomes the ``classes:`` mapping that ``sediment-xr run`` reads:
 
 For example, in a notebook::
 
-    import json, panel as pn, xarray as xr
+    import json, panel as pn, xarray as xr, sediment_xr as sx
     from sediment_xr.naming import cluster_samples, naming_widget
     pn.extension()
     info = json.load(open("results/shr/clusters.json"))
     cube = xr.open_zarr("results/shr/cube.zarr", zarr_format=3, consolidated=False)
     labels = cube.labels.isel(time=0).values
-    frame = cube.frames.isel(time=0).values
+    frames = sx.open_video("shr.mp4", start_time="2022-01-01", frame_interval="17h")
+    frame = frames.isel(time=0).values  # the frame that was labelled (or cube.frames)
     samples = cluster_samples(labels, frame, info["n_clusters"])
     naming_widget(info["clusters"], samples, path="classes.yaml")
 """

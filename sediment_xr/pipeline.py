@@ -1,10 +1,17 @@
-"""The whole run: ingest -> fit -> label and count -> classes, trends and output files.
+"""The whole run: sample and fit -> one pass per chunk -> classes, trends and output files.
 
 :func:`run` is what ``sediment-xr run`` calls; it computes on whatever dask scheduler is
-active (the CLI starts a ``dask.distributed`` cluster first). Every stage writes by region and
-marks each finished chunk, so running the same config again resumes where a previous run
-stopped and recomputes nothing that is stored; changing only ``classes`` recomputes only the
-class cover, trends and files.
+active (the CLI starts a ``dask.distributed`` cluster first).
+
+1. The pixel sample is drawn from whole chunks spread over the series (only those are
+   decoded), and the model is fitted on it.
+2. One task per chunk takes the chunk's frames from the input's decode task, (stores them
+   with ``ingest.store_frames``,) preprocesses, labels and counts them, and writes the labels
+   and cover by region: each frame is decoded once and never read back.
+
+Every chunk is marked when written, so running the same config again resumes where a
+previous run stopped and recomputes nothing that is stored; changing only ``classes``
+recomputes only the class cover, trends and files.
 """
 
 from __future__ import annotations
