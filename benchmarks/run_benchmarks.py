@@ -1021,14 +1021,15 @@ def _n_frames_of(video: Path) -> int:
 
 # ------------------------------------------------------------------------------------------
 # where the time of a sediment-xr run goes (one process, synchronous, like one worker)
-def breakdown_main(video_path: str, workdir: str) -> None:
+def breakdown_main(video_path: str, workdir: str, full: bool = True) -> None:
     """Time every per-frame step of the pipeline's tasks on ``video_path``; print JSON.
 
     Runs the package's own task functions (the input's decode task, ``_sample_chunk``,
     ``fit_kmeans``, ``_label_chunk`` with and without storing the frames,
     ``write_segmented_video``) in this process with dask's synchronous scheduler and one
     thread for OpenCV/BLAS, as a worker of ``sediment-xr run`` does; then the pieces of
-    ``_label_chunk`` one by one.
+    ``_label_chunk`` one by one. Without ``full``, only the sample, the fit and the default
+    label tasks (the per-frame cost of a frame, for the 120 vs 1200 frames comparison).
     """
     import cv2
     import dask
@@ -1040,6 +1041,7 @@ def breakdown_main(video_path: str, workdir: str) -> None:
     from sediment_xr.pipeline import (
         _label_chunk,
         _Labelling,
+        _prepare_chunk,
         _sample_chunk,
         _sample_chunks,
         _store_model,
@@ -1066,7 +1068,8 @@ def breakdown_main(video_path: str, workdir: str) -> None:
         blocks = source.data.to_delayed(optimize_graph=False).ravel()
         statuses = source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
         outs = {}
-        for name, frames in (("lean", False), ("frames", True)):
+        variants = (("lean", False), ("frames", True)) if full else (("lean", False),)
+        for name, frames in variants:
             out_dir = Path(workdir) / f"breakdown_{name}"
             shutil.rmtree(out_dir, ignore_errors=True)
             outs[name] = Output(str(out_dir))
@@ -1084,7 +1087,8 @@ def breakdown_main(video_path: str, workdir: str) -> None:
             size = bounds[i][1] - bounds[i][0]
             frames_i, status_i = dask.compute(blocks[i], statuses[i])
             part = slice(at, at + size)
-            parts.append(_sample_chunk(frames_i, status_i, positions[part], counts[part], 0, job))
+            prepared = _prepare_chunk(frames_i, status_i, job)
+            parts.append(_sample_chunk(prepared, positions[part], counts[part], 0))
             at += size
         label = f"sample: decode + preprocess {len(positions)} frames + draw"
         add(label, time.perf_counter() - t0)
@@ -1096,7 +1100,14 @@ def breakdown_main(video_path: str, workdir: str) -> None:
             _store_model(out, out.open_cube(), model, chunk)
             prepare_progress(out, "label", "bench")
         centers = model.centers_array
-        for name, frames in (("lean", False), ("frames", True)):
+        t0 = time.perf_counter()  # what the first label task of each worker pays once
+        _label_count_frames(np.zeros((1, 1024, 1024, 3), np.uint8), centers)  # builds the LUT
+        dask.compute(blocks[-1], statuses[-1])  # and its first decode (a cold decoder)
+        add(
+            "label: lookup table, kernel, first decode (fixed, once per worker)",
+            time.perf_counter() - t0,
+        )
+        for name, frames in variants:
             task_job = dataclasses.replace(job, out=outs[name], centers=centers)
             key = "store_frames: true" if frames else "default"
             for i, (start, _stop) in enumerate(bounds):
@@ -1108,7 +1119,7 @@ def breakdown_main(video_path: str, workdir: str) -> None:
                 add(f"label task ({key}): _label_chunk", time.perf_counter() - t0)
         # The pieces of _label_chunk, again on every chunk.
         store = outs["lean"].zarr_store()
-        for i, (start, stop) in enumerate(bounds):
+        for i, (start, stop) in enumerate(bounds if full else []):
             block, status = dask.compute(blocks[i], statuses[i])
             t0 = time.perf_counter()
             feats = _preprocess_block(block, ys, xs, 2.0, (8, 8), "bgr")
@@ -1125,12 +1136,13 @@ def breakdown_main(video_path: str, workdir: str) -> None:
             cover[start:stop] = 100.0 * counts_i / counts_i.sum(axis=1, keepdims=True)
             mark_done(outs["lean"], "label", "bench", i)
             add("  write cover + mark", time.perf_counter() - t0)
-        cube = outs["lean"].open_cube()
-        t0 = time.perf_counter()
-        write_segmented_video(
-            cube["labels"], model.center_rgb, str(Path(workdir) / "breakdown_segmented.mp4")
-        )
-        add("report: segmented.mp4 (client process)", time.perf_counter() - t0)
+        if full:
+            cube = outs["lean"].open_cube()
+            t0 = time.perf_counter()
+            write_segmented_video(
+                cube["labels"], model.center_rgb, str(Path(workdir) / "breakdown_segmented.mp4")
+            )
+            add("report: segmented.mp4 (client process)", time.perf_counter() - t0)
     for out in outs.values():
         shutil.rmtree(out.root, ignore_errors=True)
     per_frame = {k: 1e3 * v / n for k, v in t.items()}
@@ -1138,12 +1150,15 @@ def breakdown_main(video_path: str, workdir: str) -> None:
     print(json.dumps(result))
 
 
-def run_breakdown(video: Path, workdir: Path) -> dict[str, Any]:
+def run_breakdown(video: Path, workdir: Path, *, full: bool = True) -> dict[str, Any]:
     """Run :func:`breakdown_main` in a subprocess with one thread for OpenMP/BLAS."""
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
     say(f"breakdown: {video.name}")
     mon = run_monitored(
-        [sys.executable, str(Path(__file__).resolve()), "_breakdown", str(video), str(workdir)],
+        [
+            *(sys.executable, str(Path(__file__).resolve()), "_breakdown"),
+            *(str(video), str(workdir), "full" if full else "tasks"),
+        ],
         env=env,
     )
     if mon.returncode != 0:
@@ -1253,6 +1268,16 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
             / two[f"at_{n2}"]["label_per_frame_ms"],
             "cpu_per_frame_ratio_2w_over_1w": two["cpu"]["median_ms"] / one["cpu"]["median_ms"],
         }
+    if "breakdown" in res and "tasks_at_n2" in res["breakdown"]:
+        key = "label task (default): "
+        per_frame = {}
+        for name, run in (
+            ("at_n1", res["breakdown"]["full"]),
+            ("at_n2", res["breakdown"]["tasks_at_n2"]),
+        ):
+            ms = run["per_frame_ms"]
+            per_frame[name] = ms[key + "decode (the input's task)"] + ms[key + "_label_chunk"]
+        s["task_per_frame_ms"] = per_frame | {"flatness": per_frame["at_n2"] / per_frame["at_n1"]}
     if "kernel" in res:
         k = res["kernel"]
         s["kernel"] = {key: v for key, v in k.items() if key.startswith("speedup")}
@@ -1269,7 +1294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kernel_main(argv[1], int(argv[2]), int(argv[3]))
         return 0
     if argv[:1] == ["_breakdown"]:
-        breakdown_main(argv[1], argv[2])
+        breakdown_main(argv[1], argv[2], full=argv[3:4] != ["tasks"])
         return 0
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="small sizes, one repeat: a smoke run")
@@ -1375,7 +1400,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     single: dict[str, Callable[[], dict[str, Any]]] = {
         "kernel": lambda: bench_kernel(longest, args.kernel_frames, max(args.repeats, 7)),
         "compress": lambda: bench_compress(longest, workdir, args.compress_frames, args.repeats),
-        "breakdown": lambda: run_breakdown(videos[n1], workdir),
+        "breakdown": lambda: {
+            "full": run_breakdown(videos[n1], workdir),
+            "tasks_at_n2": run_breakdown(videos[n2], workdir, full=False),
+        },
     }
     for name, func in single.items():
         if name in args.only:

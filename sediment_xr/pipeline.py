@@ -179,6 +179,16 @@ class _Labelling:
     centers: np.ndarray
 
 
+def _prepare_chunk(
+    frames: np.ndarray, status: np.ndarray | None, job: _Labelling
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Worker task: crop, CLAHE and colour-convert a decoded chunk; its status rides along."""
+    features = _preprocess_block(
+        frames, job.ys, job.xs, job.clip_limit, job.tile_grid_size, job.color_space
+    )
+    return features, status
+
+
 def _label_chunk(
     frames: np.ndarray,
     status: np.ndarray | None,
@@ -189,26 +199,29 @@ def _label_chunk(
 ) -> np.ndarray:
     """Worker task: one pass over a decoded chunk: (store it,) preprocess, label, count, mark.
 
-    ``frames`` and ``status`` come from the input's decode task, so each frame is decoded once
-    per run and never read back. The chunk's label mark is written last.
+    ``frames`` and ``status`` come from the input's decode task, so the frames are never
+    read back from storage.
     """
+    if store_frames:  # the frames, their status and the ingest mark
+        write_frames_chunk(frames, job.out, start, index, job.fingerprint_ingest, status=status)
+    return _label_prepared(_prepare_chunk(frames, status, job), job, index, start)
+
+
+def _label_prepared(
+    prepared: tuple[np.ndarray, np.ndarray | None], job: _Labelling, index: int, start: int
+) -> np.ndarray:
+    """Worker task: label and count a preprocessed chunk, write it by region, then mark it."""
     import zarr
 
     from sediment_xr.cluster import _label_count_frames
 
-    out = job.out
-    store = out.zarr_store()
-    stop = start + frames.shape[0]
-    if store_frames:  # the frames, their status and the ingest mark
-        write_frames_chunk(frames, out, start, index, job.fingerprint_ingest, status=status)
-    elif status is not None:
-        flags = zarr.open_array(store, path="frame_status", mode="r+", zarr_format=3)
-        flags[start:stop] = status
-    features = _preprocess_block(
-        frames, job.ys, job.xs, job.clip_limit, job.tile_grid_size, job.color_space
-    )
+    features, status = prepared
+    store = job.out.zarr_store()
+    stop = start + features.shape[0]
     labels, counts = _label_count_frames(features, job.centers)
     if status is not None:  # undecodable frames: no data, no cover
+        flags = zarr.open_array(store, path="frame_status", mode="r+", zarr_format=3)
+        flags[start:stop] = status
         skipped = status == FRAME_UNDECODABLE
         labels[skipped] = NO_DATA
         counts[skipped] = 0
@@ -218,31 +231,33 @@ def _label_chunk(
     percent = np.where(total > 0, 100.0 * counts / np.maximum(total, 1), np.nan)
     cover_arr = zarr.open_array(store, path="cover", mode="r+", zarr_format=3)
     cover_arr[start:stop] = percent
-    mark_done(out, "label", job.fingerprint_model, index)
+    mark_done(job.out, "label", job.fingerprint_model, index)
     return counts
 
 
 def _sample_chunk(
-    frames: np.ndarray,
-    status: np.ndarray | None,
+    prepared: tuple[np.ndarray, np.ndarray | None],
     frame_ids: np.ndarray,
     counts: np.ndarray,
     random_state: int,
-    job: _Labelling,
 ) -> np.ndarray:
-    """Worker task: preprocess a decoded chunk and draw its share of the pixel sample.
+    """Worker task: draw a preprocessed chunk's share of the pixel sample.
 
     Undecodable frames give no pixels (the sample is then a little smaller).
     """
     from sediment_xr.cluster import _sample_block
 
-    features = _preprocess_block(
-        frames, job.ys, job.xs, job.clip_limit, job.tile_grid_size, job.color_space
-    )
+    features, status = prepared
     if status is not None:
         good = status != FRAME_UNDECODABLE
         features, frame_ids, counts = features[good], frame_ids[good], counts[good]
     return _sample_block(features, frame_ids, counts, random_state)
+
+
+#: Most bytes of preprocessed sample chunks kept in memory (on the workers) from the sample
+#: to the labelling, so that each frame is decoded once per run. Above it they are decoded
+#: again (e.g. 240 frames of a 400 x 3840 crop, 1.1 GiB).
+KEEP_SAMPLE_BYTES = 2**30
 
 
 def _sample_chunks(bounds: Sequence[tuple[int, int]], max_frames: int) -> list[int]:
@@ -521,6 +536,7 @@ def _run_locked(
         log(f"cluster: applying {model!r} from {cl.model}")
         _store_model(out, cube, model, chunk_frames)
         computed.append("model")
+    kept: dict[int, Any] = {}  # preprocessed sample chunks, kept for the labelling
     if model is None:
         chosen = _sample_chunks(bounds, cl.max_frames)
         positions = np.concatenate([np.arange(*bounds[i]) for i in chosen])
@@ -530,14 +546,19 @@ def _run_locked(
         )
         counts = np.full(len(positions), cl.sample_size // len(positions))
         counts[: cl.sample_size % len(positions)] += 1
+        prepared = [dask.delayed(_prepare_chunk)(blocks[i], statuses[i], job) for i in chosen]
+        height = len(range(*ys.indices(source.sizes["y"])))
+        width = len(range(*xs.indices(source.sizes["x"])))
+        if not store_frames and len(positions) * height * width * 3 <= KEEP_SAMPLE_BYTES:
+            # Kept (on the workers) for the labelling: these chunks are not decoded again.
+            prepared = list(dask.persist(*prepared))
+            kept = dict(zip(chosen, prepared, strict=True))
         tasks, at = [], 0
-        for i in chosen:
+        for i, chunk in zip(chosen, prepared, strict=True):
             size = bounds[i][1] - bounds[i][0]
             part = slice(at, at + size)
             tasks.append(
-                dask.delayed(_sample_chunk)(
-                    blocks[i], statuses[i], positions[part], counts[part], cl.random_state, job
-                )
+                dask.delayed(_sample_chunk)(chunk, positions[part], counts[part], cl.random_state)
             )
             at += size
         sample = np.concatenate(_compute(tasks, desc="sample", progress=progress))
@@ -578,12 +599,15 @@ def _run_locked(
             prepare_progress(out, "ingest", fp_ingest)
         job = dataclasses.replace(job, centers=model.centers_array)
         tasks = [
-            dask.delayed(_label_chunk, pure=False)(
+            dask.delayed(_label_prepared, pure=False)(kept[i], job, i, bounds[i][0])
+            if i in kept
+            else dask.delayed(_label_chunk, pure=False)(
                 blocks[i], statuses[i], job, i, bounds[i][0], i in unstored
             )
             for i in todo
         ]
         _compute(tasks, desc="label", progress=progress)
+        kept.clear()  # release what the workers kept
         computed.append("label")
     if store_frames:
         _require_done(out, "ingest", fp_ingest, len(bounds))
@@ -701,8 +725,11 @@ def _report_inputs(
     pos = n_time // 2 if pos is None else min(pos, n_time - 1)
     labels = cube["labels"].isel(time=[pos])
     ys, xs = analysed_window(labels)
-    frames = cube["frames"] if "frames" in cube else source  # not stored: decode it again
-    original = frames.isel(time=[pos], y=ys, x=xs).load()
+    if "frames" in cube:
+        original = cube["frames"].isel(time=[pos], y=ys, x=xs).load()
+    else:  # not stored: decode its chunk again, here (one chunk; no scheduler round trip,
+        # whose workers may still be releasing the same keys from the labelling)
+        original = source.isel(time=[pos], y=ys, x=xs).compute(scheduler="synchronous")
     enhanced = enhance(
         original,
         clip_limit=config.preprocess.clip_limit,

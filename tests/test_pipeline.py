@@ -175,13 +175,13 @@ def test_interrupted_label_stage_resumes(tmp_path, monkeypatch):
     out.fs.rm(out.path("cube.zarr", "labels", "c", "1"), recursive=True)
     out.update_attrs(**{COMPLETE_ATTR: False})
     calls = []
-    original = pipeline._label_chunk
+    original = pipeline._label_prepared
 
     def counting(*args, **kwargs):
-        calls.append(args[3])
+        calls.append(args[2])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_label_chunk", counting)
+    monkeypatch.setattr(pipeline, "_label_prepared", counting)
     resumed = pipeline.run(config, progress=False)
     assert calls == [1]
     assert resumed.computed == ("label", "video")
@@ -195,7 +195,7 @@ def test_failed_run_does_not_look_complete(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("worker lost")
 
-    monkeypatch.setattr(pipeline, "_label_chunk", broken)
+    monkeypatch.setattr(pipeline, "_label_prepared", broken)
     with pytest.raises(RuntimeError, match="worker lost"):
         pipeline.run(config, progress=False)
     cube = open_cube(config)
@@ -359,11 +359,18 @@ def test_refit_interrupted_after_overwrite_never_reuses_the_old_model(tmp_path, 
     assert open_cube(config).sizes["cluster"] == 3
 
 
-@pytest.mark.parametrize(("max_frames", "sampled"), [(240, [0, 1, 2]), (4, [1])])
-def test_each_pass_decodes_each_chunk_once(
-    small_series, tmp_path, monkeypatch, max_frames, sampled
+@pytest.mark.parametrize(
+    ("max_frames", "store_frames", "sampled", "decoded"),
+    [
+        (240, False, [0, 1, 2], [0, 1, 2]),  # the sample's chunks are kept for labelling
+        (4, False, [1], [0, 1, 2]),
+        (4, True, [1], [0, 1, 1, 2]),  # the frames to store are decoded again
+    ],
+)
+def test_each_frame_is_decoded_once(
+    small_series, tmp_path, monkeypatch, max_frames, store_frames, sampled, decoded
 ):
-    """The sample decodes only its whole chunks; labelling decodes every chunk once."""
+    """The sample decodes only its whole chunks, and labelling does not decode them again."""
     from sediment_xr import io
 
     video = write_video(small_series["frames"], tmp_path / "v.mp4", codec="libx264", crf=20)
@@ -379,24 +386,30 @@ def test_each_pass_decodes_each_chunk_once(
     config = Config(
         input=str(video),
         output=str(tmp_path / "out"),
-        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        ingest=IngestConfig(
+            start_time="2022-06-01",
+            frame_interval="17h",
+            chunk_frames=4,
+            store_frames=store_frames,
+        ),
         preprocess=dataclasses.replace(
             default.preprocess, rows=(-small_series.attrs["crop_rows"], None)
         ),
         cluster=dataclasses.replace(default.cluster, max_frames=max_frames),
         report=dataclasses.replace(default.report, html=False, video=False),
     )
-    chunks = sorted({c for c in pipeline.check(config)["frame"].values // 4})
-    assert chunks == [0, 1, 2]
+    assert pipeline.check(config).data.chunks[0] == (4, 4, 4)  # 12 frames in 3 chunks
     calls.clear()
     result = pipeline.run(config, progress=False)
     assert result.model.n_frames_sampled == 4 * len(sampled)
-    pts = [int(c[0]) for c in calls]  # the first frame's pts names the chunk
-    starts = sorted(set(pts))
-    assert len(starts) == 3  # 12 frames in 3 chunks
-    sample, labelling = calls[: len(sampled)], calls[len(sampled) :]
-    assert sorted(starts.index(int(c[0])) for c in sample) == sampled
-    assert sorted(starts.index(int(c[0])) for c in labelling) == [0, 1, 2]
+    starts = sorted({int(c[0]) for c in calls})  # the first frame's pts names the chunk
+    assert sorted(starts.index(int(c[0])) for c in calls) == decoded
+    # Kept or decoded again, the labelling gives the same answer.
+    monkeypatch.setattr(pipeline, "KEEP_SAMPLE_BYTES", 0)
+    again = dataclasses.replace(config, output=str(tmp_path / "again"))
+    reference = pipeline.run(again, progress=False)
+    pd.testing.assert_frame_equal(result.cover, reference.cover)
+    assert result.model == reference.model
 
 
 def test_changed_report_section_is_applied_on_rerun(tmp_path):

@@ -38,14 +38,14 @@ def test_no_results_yet(tmp_path):
 
 
 def test_unfinished_run_says_what_is_missing(config, monkeypatch):
-    original = pipeline._label_chunk
+    original = pipeline._label_prepared
 
     def lost_after_two_chunks(*args, **kwargs):
-        if args[3] >= 2:  # chunk index: the task "ran" but its writes were lost
+        if args[2] >= 2:  # chunk index: the task "ran" but its writes were lost
             return None
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_label_chunk", lost_after_two_chunks)
+    monkeypatch.setattr(pipeline, "_label_prepared", lost_after_two_chunks)
     with pytest.raises(sx.OutputError, match="label did not finish: 2 of 4 chunks are missing"):
         pipeline.run(config, progress=False)
     todo = missing(config.output)
