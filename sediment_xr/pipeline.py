@@ -598,6 +598,7 @@ def _run_locked(
         if store_frames:
             prepare_progress(out, "ingest", fp_ingest)
         job = dataclasses.replace(job, centers=model.centers_array)
+        todo = sorted(todo, key=lambda i: (i not in kept, i))  # free the kept chunks first
         tasks = [
             dask.delayed(_label_prepared, pure=False)(kept[i], job, i, bounds[i][0])
             if i in kept
