@@ -16,6 +16,7 @@ recomputes only the class cover, trends and files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -134,8 +135,12 @@ def _log(progress: bool) -> Callable[[str], None]:
     return log
 
 
-def _compute(tasks: Sequence[Any], *, desc: str, progress: bool) -> list[Any]:
-    """Compute dask delayed tasks on the active scheduler, with a progress bar."""
+def _compute(tasks: list[Any], *, desc: str, progress: bool) -> list[Any]:
+    """Compute dask delayed tasks on the active scheduler, with a progress bar.
+
+    ``tasks`` is emptied once they are submitted to a distributed scheduler, so that data
+    kept on the workers for them (persisted inputs) is released as each task finishes.
+    """
     if not tasks:
         return []
     try:
@@ -145,16 +150,19 @@ def _compute(tasks: Sequence[Any], *, desc: str, progress: bool) -> list[Any]:
     except (ImportError, ValueError):
         client = None
     if client is None:
-        if progress:
-            from dask.diagnostics import ProgressBar
+        with contextlib.ExitStack() as stack:
+            if progress:
+                from dask.diagnostics import ProgressBar
 
-            with ProgressBar(out=sys.stderr):
-                return list(dask.compute(*tasks))
-        return list(dask.compute(*tasks))
+                stack.enter_context(ProgressBar(out=sys.stderr))
+            results = list(dask.compute(*tasks))
+        tasks.clear()
+        return results
     from distributed import as_completed
     from tqdm.auto import tqdm
 
     futures = client.compute(list(tasks))
+    tasks.clear()  # the scheduler holds what the tasks need now, and frees it after them
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
     with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
@@ -285,7 +293,9 @@ def _changed_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") ->
 
 
 _STAGE_KEYS = ("input", "ingest", "preprocess", "cluster")
-_FILES_CHANGED = "the input files: names, sizes or modification times"
+_FILES_CHANGED = (
+    "the input files (names, sizes or modification times), or the automatic chunk_frames"
+)
 
 
 def _mix(fingerprint: str, signature: str) -> str:
@@ -437,8 +447,10 @@ def _run_locked(
     xs = _slice_from(pre.cols, source.sizes["x"], "cols")
     clip_limit, tiles = _check_clahe(pre.clip_limit, pre.tile_grid_size)
     signature = input_signature(config, source)  # edited, added or removed input files
-    fp_ingest = _mix(config.fingerprint("ingest"), signature)
-    fp_model = _mix(config.fingerprint("model"), signature)
+    chunk_frames = _chunk_frames(source)  # ingest.chunk_frames, or the automatic choice
+    # The resolved chunk size is part of what the marks mean (auto may resolve differently).
+    fp_ingest = _mix(config.fingerprint("ingest"), f"{signature}:{chunk_frames}")
+    fp_model = _mix(config.fingerprint("model"), f"{signature}:{chunk_frames}")
     resolved = redacted_dict(config)  # stored in the cube: no credentials
     state = out.state()  # read again: another run may have written it before we got the lock
     computed: list[str] = []
@@ -468,7 +480,7 @@ def _run_locked(
     old_report = (state or {}).get("config", {}).get("report")
     state = dict(state or {})
     state.update(
-        chunk_frames=_chunk_frames(source),
+        chunk_frames=chunk_frames,
         config=resolved,
         fingerprint_ingest=fp_ingest,
         fingerprint_model=fp_model,
@@ -477,7 +489,6 @@ def _run_locked(
 
     # 3. The cube: coordinates (and an empty frames variable when frames are stored).
     n_time = source.sizes["time"]
-    chunk_frames = _chunk_frames(source)  # ingest.chunk_frames, or the automatic choice
     bounds = chunk_bounds(n_time, chunk_frames)
     store_frames = config.ingest.store_frames
     if new_ingest:
@@ -561,6 +572,7 @@ def _run_locked(
                 dask.delayed(_sample_chunk)(chunk, positions[part], counts[part], cl.random_state)
             )
             at += size
+        del prepared, chunk  # only ``kept`` holds the kept chunks from here on
         sample = np.concatenate(_compute(tasks, desc="sample", progress=progress))
         if len(sample) == 0:
             raise InputError(
@@ -600,15 +612,14 @@ def _run_locked(
         job = dataclasses.replace(job, centers=model.centers_array)
         todo = sorted(todo, key=lambda i: (i not in kept, i))  # free the kept chunks first
         tasks = [
-            dask.delayed(_label_prepared, pure=False)(kept[i], job, i, bounds[i][0])
+            dask.delayed(_label_prepared, pure=False)(kept.pop(i), job, i, bounds[i][0])
             if i in kept
             else dask.delayed(_label_chunk, pure=False)(
                 blocks[i], statuses[i], job, i, bounds[i][0], i in unstored
             )
             for i in todo
         ]
-        _compute(tasks, desc="label", progress=progress)
-        kept.clear()  # release what the workers kept
+        _compute(tasks, desc="label", progress=progress)  # each kept chunk freed after its task
         computed.append("label")
     if store_frames:
         _require_done(out, "ingest", fp_ingest, len(bounds))

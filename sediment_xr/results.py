@@ -64,7 +64,8 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
     cube = out.open_cube()
     if cube.attrs.get(COMPLETE_ATTR) is True:
         return []
-    if not state.get("cube_created") or "time" not in cube.sizes:
+    created = state.get("cube_created") or "chunk_frames" not in state  # 0.1 cubes: no flag
+    if not created or "time" not in cube.sizes:
         return ["cube.zarr (the run stopped while creating it)"]
     n_time = cube.sizes["time"]
     ingest = state.get("config", {}).get("ingest", {})

@@ -329,7 +329,7 @@ def test_changed_input_files_are_noticed(tmp_path):
     assert pipeline.run(config, progress=False).computed == ()  # unchanged: nothing to do
     # A file gained: refused, not mixed into the stored frames.
     shutil.copy(stills / "frame_0006.png", stills / "frame_0013.png")
-    with pytest.raises(OutputError, match=r"changed: the input files: names, sizes"):
+    with pytest.raises(OutputError, match=r"changed: the input files \(names, sizes"):
         pipeline.run(config, progress=False)
     assert open_cube(config).sizes["time"] == 4  # the stored result is untouched
     result = pipeline.run(config, overwrite=True, progress=False)
@@ -404,6 +404,8 @@ def test_each_frame_is_decoded_once(
     assert result.model.n_frames_sampled == 4 * len(sampled)
     starts = sorted({int(c[0]) for c in calls})  # the first frame's pts names the chunk
     assert sorted(starts.index(int(c[0])) for c in calls) == decoded
+    first = calls[: len(sampled)]  # the sample is decoded (and fitted) before any labelling
+    assert sorted(starts.index(int(c[0])) for c in first) == sampled
     # Kept or decoded again, the labelling gives the same answer.
     monkeypatch.setattr(pipeline, "KEEP_SAMPLE_BYTES", 0)
     again = dataclasses.replace(config, output=str(tmp_path / "again"))
