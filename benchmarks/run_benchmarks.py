@@ -1112,15 +1112,16 @@ def breakdown_main(video_path: str, workdir: str, full: bool = True) -> None:
         for name, frames in variants:
             task_job = dataclasses.replace(job, out=outs[name], centers=centers)
             key = "store_frames: true" if frames else "default"
-            for _ in range(1 if frames else repeats):
+            runs = 1 if frames else repeats
+            for _ in range(runs):
                 for i, (start, stop) in enumerate(bounds):
                     t0 = time.perf_counter()
                     block, status = dask.compute(blocks[i], statuses[i])
                     t1 = time.perf_counter()
                     _label_chunk(block, status, task_job, i, start, frames)
                     t2 = time.perf_counter()
-                    add(f"label task ({key}): decode (the input's task)", (t1 - t0) / repeats)
-                    add(f"label task ({key}): _label_chunk", (t2 - t1) / repeats)
+                    add(f"label task ({key}): decode (the input's task)", (t1 - t0) / runs)
+                    add(f"label task ({key}): _label_chunk", (t2 - t1) / runs)
                     if not frames:  # per frame of each chunk, for the 120 vs 1200 comparison
                         chunk_ms.append(1e3 * (t2 - t0) / (stop - start))
         # The pieces of _label_chunk, again on every chunk.
