@@ -172,7 +172,12 @@ def test_run_through_scheduler_equals_in_process(job, tmp_path):
 
 
 def test_worker_killed_mid_run_gives_identical_results(job, tmp_path):
-    """Done-when (issue 5): one of two worker processes is SIGKILLed during labelling."""
+    """Done-when (issue 5): one of two worker processes is SIGKILLed mid-run.
+
+    It is killed as soon as the cube exists: while the sample is decoded or the model fitted,
+    with the sample's preprocessed chunks (kept for labelling) in its memory. Those are
+    computed again on the other worker; no chunk has been labelled yet.
+    """
     with dask_cluster(tmp_path, nanny=False) as cluster:
         output = tmp_path / "worker_lost"
         proc = _run_cli(job, output, cluster["address"])
@@ -184,7 +189,8 @@ def test_worker_killed_mid_run_gives_identical_results(job, tmp_path):
                     return 0
                 return sum(len(list(stage.iterdir())) for stage in marks.iterdir())
 
-            _wait_for(lambda: finished_chunks() > 0, 300, "first finished chunk", [proc])
+            created = output / "cube.zarr" / "zarr.json"
+            _wait_for(created.exists, 300, "the cube", [proc])
             victim = sorted(cluster["worker_pids"].values())[0]
             os.kill(victim, signal.SIGKILL)
             unfinished = N_CHUNKS - finished_chunks()  # label marks
