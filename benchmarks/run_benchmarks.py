@@ -692,53 +692,6 @@ def run_sx(
 
 # ------------------------------------------------------------------------------------------
 # the label+cover kernel against KMeans.predict + Counter
-def _lut_kernels() -> tuple[Callable[..., Any], Callable[..., Any]]:
-    """A proposed faster label+count: a 256**3 lookup table of the nearest centre (exact).
-
-    Building the table costs one pass over the 16.8 M colours (once per model and worker);
-    labelling is then one load per pixel. Labels equal the loop's (same float64 distances,
-    same first-minimum tie rule).
-    """
-    import numba
-
-    @numba.njit(cache=False, nogil=True)
-    def build(centers):  # pragma: no cover - compiled
-        k = centers.shape[0]
-        lut = np.empty(256 * 256 * 256, np.int8)
-        for a in range(256):
-            for b in range(256):
-                for c in range(256):
-                    best = 0
-                    best_d = np.inf
-                    for j in range(k):
-                        d0 = a - centers[j, 0]
-                        d1 = b - centers[j, 1]
-                        d2 = c - centers[j, 2]
-                        d = d0 * d0 + d1 * d1 + d2 * d2
-                        if d < best_d:
-                            best_d = d
-                            best = j
-                    lut[(a << 16) | (b << 8) | c] = best
-        return lut
-
-    @numba.njit(cache=False, nogil=True)
-    def label_count(block, lut, labels, counts):  # pragma: no cover - compiled
-        t, h, w = labels.shape
-        for f in range(t):
-            for y in range(h):
-                for x in range(w):
-                    key = (
-                        (np.int64(block[f, y, x, 0]) << 16)
-                        | (np.int64(block[f, y, x, 1]) << 8)
-                        | np.int64(block[f, y, x, 2])
-                    )
-                    lab = lut[key]
-                    labels[f, y, x] = lab
-                    counts[f, lab] += 1
-
-    return build, label_count
-
-
 def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     """Label and count preprocessed frames with each method; print per-frame times as JSON.
 
@@ -751,7 +704,7 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     from sklearn.cluster import KMeans
 
     import sediment_xr as sx
-    from sediment_xr.cluster import _label_count_frames
+    from sediment_xr.cluster import _LUT_CACHE, _label_count_frames, _lut_for
 
     rgb = decode_frames(Path(video_path), n_frames)
     frames = xr.DataArray(rgb, dims=("time", "y", "x", "channel"))
@@ -762,7 +715,6 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     centers = km.cluster_centers_.astype(np.float64)
     model = sx.ClusterModel(centers=tuple(map(tuple, centers)), color_space="bgr")
     sk_labels = [km.predict(np.float32(f.reshape((-1, 3)))) for f in block]
-    build_lut, lut_label_count = _lut_kernels()
 
     def sk_predict_counter() -> list[Counter]:
         # the lesson: apply_kmeans (float32 copy, predict) then Counter(labels)
@@ -787,22 +739,13 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     def public_api() -> np.ndarray:
         return sx.cover(sx.label(features, model)).values
 
-    lut_holder: list[np.ndarray] = []
-
-    def lut_build() -> None:
-        lut_holder[:] = [build_lut(centers)]
-
-    def lut_kernel() -> tuple[np.ndarray, np.ndarray]:
-        labels = np.empty(block.shape[:3], np.int8)
-        counts = np.zeros((block.shape[0], len(centers)), np.int64)
-        lut_label_count(block, lut_holder[0], labels, counts)
-        return labels, counts
+    def lut_build() -> None:  # the kernel's lookup table (built once per process and model)
+        _LUT_CACHE.clear()
+        _lut_for(centers)
 
     t0 = time.perf_counter()
     labels_nb, counts_nb = numba_kernel()  # the first call compiles (once per process)
     compile_s = time.perf_counter() - t0
-    lut_build()
-    labels_lut, _ = lut_kernel()
     cases = {
         "sklearn predict+Counter (lesson)": sk_predict_counter,
         "sklearn predict": sk_predict,
@@ -810,7 +753,6 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
         "np.bincount": bincount,
         "sediment_xr numba label+count (_label_count_frames)": numba_kernel,
         "sediment_xr label()+cover() on numpy": public_api,
-        "proposed: lookup-table label+count": lut_kernel,
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
     build_times = []
@@ -837,7 +779,6 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
                 "lut_build_s": median(build_times),
                 "per_frame": per_frame,
                 "labels_equal_sklearn": float(np.mean(sk_all == labels_nb)),
-                "labels_equal_lut": float(np.mean(labels_lut == labels_nb)),
                 "max_count_difference_pixels": int(np.abs(sk_counts - counts_nb).max()),
             }
         )
@@ -876,13 +817,11 @@ def bench_kernel(video: Path, n_frames: int, repeats: int) -> dict[str, Any]:
     ours = "sediment_xr numba label+count (_label_count_frames)"
     ref = min(out[e]["per_frame"][lesson]["median_ms"] for e in out)
     nb = min(out[e]["per_frame"][ours]["median_ms"] for e in out)
-    lut = min(out[e]["per_frame"]["proposed: lookup-table label+count"]["median_ms"] for e in out)
     api = min(
         out[e]["per_frame"]["sediment_xr label()+cover() on numpy"]["median_ms"] for e in out
     )
     out["speedup_vs_fastest_predict_counter"] = ref / nb
     out["speedup_public_api_vs_fastest_predict_counter"] = ref / api
-    out["speedup_proposed_lut_vs_fastest_predict_counter"] = ref / lut
     out["speedup_by_env"] = {
         e: out[e]["per_frame"][lesson]["median_ms"] / out[e]["per_frame"][ours]["median_ms"]
         for e in ("default_threads", "one_thread")
