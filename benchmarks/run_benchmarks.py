@@ -9,7 +9,8 @@ One run measures, on the same generated 1024 x 1024 H.264 video (``sediment_xr.t
   processes) at two video lengths, with the default report (HTML + segmented video) and
   without it, sampling the RSS and CPU time of every worker process;
 * ``workers``: the same without report, with 1 worker;
-* ``kernel``: the numba label+count kernel against ``KMeans.predict`` + ``Counter``;
+* ``kernel``: the label (lookup table) and count kernels against ``KMeans.predict`` +
+  ``Counter``;
 * ``compress``: Zarr v3 codecs for the stored frames (uint8) and labels (int8);
 * ``breakdown``: the per-frame cost of each step of the pipeline's tasks, in one process.
 
@@ -31,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import json
 import os
 import platform
@@ -50,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import xarray as xr
 
 HERE = Path(__file__).resolve().parent
 SECTIONS = ("kernel", "compress", "breakdown", "lesson", "sx", "workers")
@@ -636,7 +637,7 @@ def run_sx(
     marks = {
         "cluster_up": mon.first(r"^dask dashboard:"),
         "sample_start": mon.first(r"^cluster: sampling"),
-        "sample_end": mon.first(r"^sample: 100%"),
+        "sample_end": mon.first(r"^cluster: sample of"),
         "fit_end": mon.first(r"^cluster: <ClusterModel"),
         "label_start": mon.first(r"^label: \d+ of \d+ chunks"),
         "label_end": mon.first(r"^label: 100%"),
@@ -704,7 +705,8 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     from sklearn.cluster import KMeans
 
     import sediment_xr as sx
-    from sediment_xr.cluster import _LUT_CACHE, _label_count_frames, _lut_for
+    from sediment_xr._kernels import build_lut, label_frames
+    from sediment_xr.coverage import _count_frames
 
     rgb = decode_frames(Path(video_path), n_frames)
     frames = xr.DataArray(rgb, dims=("time", "y", "x", "channel"))
@@ -733,15 +735,18 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
     def bincount() -> list[np.ndarray]:
         return [np.bincount(lab, minlength=4) for lab in sk_labels]
 
+    lut = build_lut(centers)  # the first call compiles (once per machine: numba's cache)
+
     def numba_kernel() -> tuple[np.ndarray, np.ndarray]:
-        return _label_count_frames(block, centers)
+        # the pipeline's kernels: labels through the lookup table, then byte counts per frame
+        labels = label_frames(block, centers, lut)
+        return labels, _count_frames(labels, 4)
 
     def public_api() -> np.ndarray:
         return sx.cover(sx.label(features, model)).values
 
-    def lut_build() -> None:  # the kernel's lookup table (built once per process and model)
-        _LUT_CACHE.clear()
-        _lut_for(centers)
+    def lut_build() -> None:  # the lookup table: one task per run in the pipeline's graph
+        build_lut(centers)
 
     t0 = time.perf_counter()
     labels_nb, counts_nb = numba_kernel()  # the first call compiles (once per process)
@@ -751,7 +756,7 @@ def kernel_main(video_path: str, n_frames: int, repeats: int) -> None:
         "sklearn predict": sk_predict,
         "Counter": counter,
         "np.bincount": bincount,
-        "sediment_xr numba label+count (_label_count_frames)": numba_kernel,
+        "sediment_xr kernels: label (lookup table) + count": numba_kernel,
         "sediment_xr label()+cover() on numpy": public_api,
     }
     times: dict[str, list[float]] = {k: [] for k in cases}
@@ -814,7 +819,7 @@ def bench_kernel(video: Path, n_frames: int, repeats: int) -> dict[str, Any]:
         entry["load_before"], entry["load_after"] = mon.load_before, mon.load_after
         out[env_name] = entry
     lesson = "sklearn predict+Counter (lesson)"
-    ours = "sediment_xr numba label+count (_label_count_frames)"
+    ours = "sediment_xr kernels: label (lookup table) + count"
     ref = min(out[e]["per_frame"][lesson]["median_ms"] for e in out)
     nb = min(out[e]["per_frame"][ours]["median_ms"] for e in out)
     api = min(
@@ -908,14 +913,14 @@ def bench_compress(
     """Sizes and write/read times of Zarr codecs for frames (uint8) and labels (int8).
 
     Data: ``n_frames`` decoded frames of the benchmark video and the four real SHR frames
-    bundled with sediment_xr, and the labels the pipeline stores for them (``-1`` outside the
-    bottom 400 rows).
+    bundled with sediment_xr, and the labels the pipeline stores for them (the bottom 400 rows,
+    the analysed window's grid).
     """
     import numcodecs
     import xarray as xr
 
     import sediment_xr as sx
-    from sediment_xr.cluster import NO_DATA, _label_count_frames
+    from sediment_xr._kernels import label_frames
     from sediment_xr.testing import sample_frame, sample_frames_dir
 
     say(f"compress: {n_frames} frames")
@@ -929,9 +934,7 @@ def bench_compress(
             xr.DataArray(rgb, dims=("time", "y", "x", "channel")), rows=[-400, None]
         ).values
         km_centers = np.array([[40.0, 50, 45], [80, 95, 90], [140, 160, 150], [210, 230, 220]])
-        crop_labels, _ = _label_count_frames(np.ascontiguousarray(features), km_centers)
-        labels = np.full(rgb.shape[:3], NO_DATA, dtype=np.int8)
-        labels[:, -400:] = crop_labels
+        labels = label_frames(np.ascontiguousarray(features), km_centers)  # the crop's grid
         datasets[f"frames/{name}"] = rgb
         datasets[f"labels/{name}"] = labels
     root = workdir / "compress"
@@ -961,35 +964,30 @@ def _n_frames_of(video: Path) -> int:
 # ------------------------------------------------------------------------------------------
 # where the time of a sediment-xr run goes (one process, synchronous, like one worker)
 def breakdown_main(video_path: str, workdir: str, full: bool = True) -> None:
-    """Time every per-frame step of the pipeline's tasks on ``video_path``; print JSON.
+    """Time every per-frame step of a run on ``video_path`` in one process; print JSON.
 
-    Runs the package's own task functions (the input's decode task, ``_sample_chunk``,
-    ``fit_kmeans``, ``_label_chunk`` with and without storing the frames,
-    ``write_segmented_video``) in this process with dask's synchronous scheduler and one
-    thread for OpenCV/BLAS, as a worker of ``sediment-xr run`` does; then the pieces of
-    ``_label_chunk`` one by one. Without ``full``, only the sample, the fit and the default
-    label tasks (the per-frame cost of a frame, for the 120 vs 1200 frames comparison).
+    Builds the run's graph from the public functions as ``pipeline.run`` does
+    (``open_video`` -> ``preprocess`` -> ``sample_pixels`` -> ``fit_kmeans`` -> ``label`` ->
+    ``cover`` -> ``store.chunk_writes``) and computes it with dask's synchronous scheduler
+    and one thread for OpenCV/BLAS, as a worker does: the sample, the fit, then each chunk's
+    write task (decode + preprocess + label + count + write + mark) one at a time, with and
+    without storing the frames; then the pieces of a chunk's task one by one. Without
+    ``full``, only the sample, the fit and the default chunk tasks (the per-frame cost of a
+    frame, for the 120 vs 1200 frames comparison).
     """
-    import cv2
     import dask
     import numpy as np
     import zarr
 
     import sediment_xr as sx
-    from sediment_xr.cluster import _label_count_frames
-    from sediment_xr.pipeline import (
-        _label_chunk,
-        _Labelling,
-        _prepare_chunk,
-        _sample_chunk,
-        _sample_chunks,
-        _store_model,
-    )
-    from sediment_xr.preprocess import _preprocess_block
+    from sediment_xr._kernels import build_lut, label_frames
+    from sediment_xr.coverage import _count_frames
+    from sediment_xr.preprocess import _preprocess_frames
+    from sediment_xr.scheduler import limit_threads
     from sediment_xr.segment import write_segmented_video
-    from sediment_xr.store import Output, chunk_bounds, mark_done, prepare_progress
+    from sediment_xr.store import Output, chunk_bounds, chunk_writes
 
-    cv2.setNumThreads(1)
+    limit_threads()
     t: dict[str, float] = {}
 
     def add(name: str, seconds: float) -> None:
@@ -997,99 +995,95 @@ def breakdown_main(video_path: str, workdir: str, full: bool = True) -> None:
 
     with dask.config.set(scheduler="synchronous"):
         t0 = time.perf_counter()
-        source = sx.open_video(video_path, start_time="2022-06-01", frame_interval="17h")
+        frames = sx.open_video(video_path, start_time="2022-06-01", frame_interval="17h")
         add("open_video (probe, fixed)", time.perf_counter() - t0)
-        n = source.sizes["time"]
-        chunk = source.data.chunksize[0]
+        n = frames.sizes["time"]
+        chunk = frames.data.chunksize[0]
         bounds = chunk_bounds(n, chunk)
-        ys = slice(source.sizes["y"] - 400, source.sizes["y"])
-        xs = slice(0, source.sizes["x"])
-        blocks = source.data.to_delayed(optimize_graph=False).ravel()
-        statuses = source["frame_status"].data.to_delayed(optimize_graph=False).ravel()
-        outs = {}
-        variants = (("lean", False), ("frames", True)) if full else (("lean", False),)
-        for name, frames in variants:
-            out_dir = Path(workdir) / f"breakdown_{name}"
-            shutil.rmtree(out_dir, ignore_errors=True)
-            outs[name] = Output(str(out_dir))
-            outs[name].create_cube(source, {"title": "benchmark"}, state={}, store_frames=frames)
-            for stage in ("ingest", "label"):
-                prepare_progress(outs[name], stage, "bench")
-        job = _Labelling(outs["lean"], "bench", "bench", ys, xs, 2.0, (8, 8), "bgr", None)
-        chosen = _sample_chunks(bounds, 240)
-        positions = np.concatenate([np.arange(*bounds[i]) for i in chosen])
-        counts = np.full(len(positions), 200_000 // len(positions))
-        counts[: 200_000 % len(positions)] += 1
-        parts, at = [], 0
+        features = sx.preprocess(frames, rows=[-400, None], color_space="bgr")
         t0 = time.perf_counter()
-        for i in chosen:
-            size = bounds[i][1] - bounds[i][0]
-            frames_i, status_i = dask.compute(blocks[i], statuses[i])
-            part = slice(at, at + size)
-            prepared = _prepare_chunk(frames_i, status_i, job)
-            parts.append(_sample_chunk(prepared, positions[part], counts[part], 0))
-            at += size
-        label = f"sample: decode + preprocess {len(positions)} frames + draw"
-        add(label, time.perf_counter() - t0)
-        sample = np.concatenate(parts)
+        sample = sx.sample_pixels(features, sample_size=200_000, random_state=0, max_frames=240)
+        n_sampled = len(sx.sample_positions(n, 240))
+        add(f"sample: decode + preprocess {n_sampled} frames + draw", time.perf_counter() - t0)
         t0 = time.perf_counter()
         model = sx.fit_kmeans(sample, n_clusters=4, color_space="bgr", random_state=0)
         add("fit_kmeans (fixed)", time.perf_counter() - t0)
-        for out in outs.values():
-            _store_model(out, out.open_cube(), model, chunk)
-            prepare_progress(out, "label", "bench")
-        centers = model.centers_array
-        repeats = max(1, 360 // n)  # at least ~360 frames of default label tasks, in all
+        labels = sx.label(features, model)
+        cover = sx.cover(labels)
+        window = sx.crop(frames, rows=[-400, None])
+        variants = (("lean", False), ("frames", True)) if full else (("lean", False),)
+        tasks = {}
+        for name, stored in variants:
+            out = Output(str(Path(workdir) / f"breakdown_{name}"))
+            shutil.rmtree(out.root, ignore_errors=True)
+            variables = {"labels": labels, "cover": cover, "frame_status": labels["frame_status"]}
+            marks = [("label", "bench")]
+            if stored:
+                variables["frames"] = window
+                marks.append(("frames", "bench"))
+            template = xr.Dataset(coords=features.coords)
+            out.create_cube(template, {"title": "benchmark"}, state={})
+            out.add_variables(variables)
+            for stage, fingerprint in marks:
+                out.prepare_progress(stage, fingerprint)
+            tasks[name] = (
+                out,
+                chunk_writes(out, variables, marks=marks, chunks=range(len(bounds))),
+            )
+        repeats = max(1, 360 // n)  # at least ~360 frames of default chunk tasks, in all
         chunk_ms: list[float] = []
-        t0 = time.perf_counter()  # what the first label task of each worker pays once
-        _label_count_frames(np.zeros((1, 1024, 1024, 3), np.uint8), centers)  # builds the LUT
-        dask.compute(blocks[-1], statuses[-1])  # and its first decode (a cold decoder)
-        add(
-            "label: lookup table, kernel, first decode (fixed, once per worker)",
-            time.perf_counter() - t0,
-        )
-        for name, frames in variants:
-            task_job = dataclasses.replace(job, out=outs[name], centers=centers)
-            key = "store_frames: true" if frames else "default"
-            runs = 1 if frames else repeats
+        t0 = time.perf_counter()  # what each worker pays once: the table, a cold decoder
+        build_lut(model.centers_array)
+        frames.isel(time=slice(bounds[-1][0], None)).load()
+        add("label: lookup table, first decode (fixed, once per worker)", time.perf_counter() - t0)
+        for name, stored in variants:
+            key = "store_frames: true" if stored else "default"
+            runs = 1 if stored else repeats
             for _ in range(runs):
-                for i, (start, stop) in enumerate(bounds):
+                for task, (start, stop) in zip(tasks[name][1], bounds, strict=True):
                     t0 = time.perf_counter()
-                    block, status = dask.compute(blocks[i], statuses[i])
-                    t1 = time.perf_counter()
-                    _label_chunk(block, status, task_job, i, start, frames)
-                    t2 = time.perf_counter()
-                    add(f"label task ({key}): decode (the input's task)", (t1 - t0) / runs)
-                    add(f"label task ({key}): _label_chunk", (t2 - t1) / runs)
-                    if not frames:  # per frame of each chunk, for the 120 vs 1200 comparison
-                        chunk_ms.append(1e3 * (t2 - t0) / (stop - start))
-        # The pieces of _label_chunk, again on every chunk.
-        store = outs["lean"].zarr_store()
-        for i, (start, stop) in enumerate(bounds if full else []):
-            block, status = dask.compute(blocks[i], statuses[i])
+                    dask.compute(task)
+                    seconds = time.perf_counter() - t0
+                    add(
+                        f"chunk task ({key}): decode + preprocess + label + count + write",
+                        seconds / runs,
+                    )
+                    if not stored:  # per frame of each chunk, for the 120 vs 1200 comparison
+                        chunk_ms.append(1e3 * seconds / (stop - start))
+        # The pieces of a chunk's task, again on every chunk.
+        centers = model.centers_array
+        lut = build_lut(centers)
+        out = tasks["lean"][0]
+        store = out.zarr_store()
+        for start, stop in bounds if full else []:
             t0 = time.perf_counter()
-            feats = _preprocess_block(block, ys, xs, 2.0, (8, 8), "bgr")
+            block = frames.isel(time=slice(start, stop)).values
+            add("  decode", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            feats = _preprocess_frames(np.ascontiguousarray(block[:, -400:]), 2.0, (8, 8), "bgr")
             add("  crop + CLAHE + colour", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            labels, counts_i = _label_count_frames(feats, centers)
-            add("  label + count (lookup table)", time.perf_counter() - t0)
+            lab = label_frames(feats, centers, lut)
+            add("  label (lookup table)", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            arr = zarr.open_array(store, path="labels", mode="r+", zarr_format=3)
-            arr[start:stop, ys, xs] = labels
+            counts = _count_frames(lab, 4)
+            add("  count (bincount per frame)", time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            zarr.open_array(store, path="labels", mode="r+", zarr_format=3)[start:stop] = lab
             add("  write labels to Zarr", time.perf_counter() - t0)
             t0 = time.perf_counter()
-            cover = zarr.open_array(store, path="cover", mode="r+", zarr_format=3)
-            cover[start:stop] = 100.0 * counts_i / counts_i.sum(axis=1, keepdims=True)
-            mark_done(outs["lean"], "label", "bench", i)
+            percent = 100.0 * counts / counts.sum(axis=1, keepdims=True)
+            zarr.open_array(store, path="cover", mode="r+", zarr_format=3)[start:stop] = percent
+            out.mark_done("label", "bench", bounds.index((start, stop)))
             add("  write cover + mark", time.perf_counter() - t0)
         if full:
-            cube = outs["lean"].open_cube()
+            cube = out.open_cube()
             t0 = time.perf_counter()
             write_segmented_video(
                 cube["labels"], model.center_rgb, str(Path(workdir) / "breakdown_segmented.mp4")
             )
             add("report: segmented.mp4 (client process)", time.perf_counter() - t0)
-    for out in outs.values():
+    for out, _ in tasks.values():
         shutil.rmtree(out.root, ignore_errors=True)
     per_frame = {k: 1e3 * v / n for k, v in t.items()}
     result = {

@@ -20,7 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 from sediment_xr import accessor  # noqa: F401  (registers the .sediment accessor)
-from sediment_xr.cluster import NO_DATA, ClusterModel, fit_kmeans, label, sample_pixels
+from sediment_xr.cluster import NO_DATA, fit_kmeans, label, sample_pixels, sample_positions
 from sediment_xr.coverage import classes_from_names, cover, merge_classes
 from sediment_xr.exceptions import (
     ConfigError,
@@ -31,10 +31,13 @@ from sediment_xr.exceptions import (
     SedimentXRError,
     SedimentXRWarning,
 )
-from sediment_xr.io import open_images, open_video
+from sediment_xr.io import open_frames
+from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
 from sediment_xr.results import open_results
+from sediment_xr.stills import open_images
 from sediment_xr.trend import fit_trends
+from sediment_xr.video import open_video
 
 __all__ = [
     "NO_DATA",
@@ -55,10 +58,12 @@ __all__ = [
     "fit_trends",
     "label",
     "merge_classes",
+    "open_frames",
     "open_images",
     "open_results",
     "open_video",
     "preprocess",
     "sample_pixels",
+    "sample_positions",
     "to_color_space",
 ]

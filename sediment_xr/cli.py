@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import os
+import logging
 import sys
 import warnings
 from collections.abc import Iterator, Sequence
@@ -22,13 +22,6 @@ from typing import Any
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
-#: ``--scheduler`` values that compute in this process (no cluster): dask's own schedulers.
-IN_PROCESS_SCHEDULERS = ("synchronous", "threads")
-# A task may use this share of its thread's part of dask.memory_limit (dask spills at 60 %).
-_TASK_MEMORY_SHARE = 0.5
-# Bytes per pixel of a frame held by one task: the RGB frames, their preprocessed features
-# (up to the same size), labels (1 byte) and working copies.
-_TASK_BYTES_PER_PIXEL = 8
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 
 
@@ -80,67 +73,19 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-@contextlib.contextmanager
-def _dask_client(scheduler: str | None, dask_config, quiet: bool = False) -> Iterator[object]:
-    """Connect to ``scheduler`` or start an embedded LocalCluster on 127.0.0.1."""
-    from distributed import Client, LocalCluster
-
-    from sediment_xr.exceptions import ConfigError
-
-    address = scheduler or dask_config.scheduler
-    if address in IN_PROCESS_SCHEDULERS:
-        import dask
-
-        workers = dask_config.n_workers * dask_config.threads_per_worker
-        with dask.config.set(scheduler=address, num_workers=workers):
-            yield None
-        return
-    if address:
-        try:
-            client = Client(address, timeout="20s")
-        except (OSError, TimeoutError, ValueError) as err:
-            raise ConfigError(
-                f"could not connect to the dask scheduler at {address} ({err}). Check the "
-                "address, or leave out --scheduler to use a local cluster."
-            ) from err
-        with client:
-            yield client
-        return
-    # Our worker tasks are single threaded; keep OpenCV/BLAS from oversubscribing.
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
-    os.environ.setdefault("MKL_NUM_THREADS", "1")
-    with (
-        LocalCluster(
-            n_workers=dask_config.n_workers,
-            threads_per_worker=dask_config.threads_per_worker,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address="127.0.0.1:0",  # a free port: never clashes with another cluster
-            memory_limit=dask_config.memory_limit,
-        ) as cluster,
-        Client(cluster) as client,
-    ):
-        if not quiet:
-            print(f"dask dashboard: {client.dashboard_link}", file=sys.stderr, flush=True)
-        yield client
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
     from sediment_xr.config import load_config
-    from sediment_xr.io import config_names
     from sediment_xr.pipeline import check, run
+    from sediment_xr.scheduler import dask_client
 
     config = load_config(args.config, args.overrides)
     args.output_folder = config.output  # named by errors of the machine (disk full)
-    address = args.scheduler or config.dask.scheduler
-    with config_names():  # messages name config keys (ingest.resize), not Python arguments
-        _check_locations(config, overwrite=args.overwrite)
-        # Bad input fails here, before a cluster starts or a file is written.
-        source = check(config)
-        _check_task_memory(config, source, address)
-        with _dask_client(args.scheduler, config.dask, quiet=args.quiet):
-            result = run(config, overwrite=args.overwrite, progress=not args.quiet, source=source)
+    _check_locations(config, overwrite=args.overwrite)
+    # Bad input fails here, before a cluster starts or a file is written.
+    own_cluster = not (args.scheduler or config.dask.scheduler)
+    frames = check(config, own_cluster=own_cluster)
+    with dask_client(args.scheduler, config.dask, quiet=args.quiet):
+        result = run(config, overwrite=args.overwrite, progress=not args.quiet, frames=frames)
     print(result.output)
     return 0
 
@@ -163,22 +108,22 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
     so that bad credentials, a wrong endpoint or a time-out give one line naming the URL
     before anything is opened or written.
     """
+    from sediment_xr._fs import OBJECT_STORES, storage_errors, url_to_fs
     from sediment_xr.exceptions import ConfigError, OutputError
-    from sediment_xr.io import _OBJECT_STORES, _storage_errors, _url_to_fs
-    from sediment_xr.pipeline import OUTPUT_FILES
+    from sediment_xr.store import OUTPUT_FILES
 
     options = dict(config.storage_options)
     if "://" in config.input:
-        fs, path = _url_to_fs(config.input, options)
-        with _storage_errors(config.input):
+        fs, path = url_to_fs(config.input, options)
+        with storage_errors(config.input):
             fs.exists(_literal_prefix(path))
     out = config.output
     if "://" in out:
-        fs, path = _url_to_fs(out, options)
+        fs, path = url_to_fs(out, options)
         protocol = out.split("://", 1)[0].lower()
         bucket = path.strip("/").split("/", 1)[0]
-        if protocol in _OBJECT_STORES and bucket:
-            with _storage_errors(out):
+        if protocol in OBJECT_STORES and bucket:
+            with storage_errors(out):
                 found = fs.exists(bucket)
             if not found:
                 raise OutputError(
@@ -224,54 +169,6 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
             )
 
 
-def _memory_per_thread(dask_config: Any) -> float:
-    """Bytes of ``dask.memory_limit`` each worker thread may use."""
-    from dask.utils import parse_bytes
-
-    limit = dask_config.memory_limit
-    if str(limit).lower() == "auto":
-        from distributed.system import MEMORY_LIMIT
-
-        total = MEMORY_LIMIT / dask_config.n_workers
-    else:
-        total = parse_bytes(limit)
-    return total / dask_config.threads_per_worker
-
-
-def _check_task_memory(config: Any, source: Any, address: str | None) -> None:
-    """Refuse chunks whose tasks would not fit the memory limit of a worker thread.
-
-    Checked for the embedded LocalCluster only: an existing scheduler sets its workers'
-    limits, and in-process schedulers have none. (:func:`sediment_xr.pipeline.check` also
-    refuses chunks over a fixed size, for every scheduler and the Python API.)
-    """
-    from dask.utils import format_bytes
-
-    from sediment_xr.exceptions import ConfigError
-
-    if address:  # an existing scheduler sets its workers' limits; in-process has none
-        return
-    frames = max(source.data.chunks[0]) if source.sizes["time"] else 0
-    pixels = source.sizes["y"] * source.sizes["x"]
-    need = frames * pixels * _TASK_BYTES_PER_PIXEL
-    budget = _memory_per_thread(config.dask) * _TASK_MEMORY_SHARE
-    if need <= budget:
-        return
-    fits = int(budget // (pixels * _TASK_BYTES_PER_PIXEL))
-    fix = (
-        f"Use ingest.chunk_frames: {fits}, or a larger dask.memory_limit"
-        if fits >= 1
-        else "Give ingest.resize (e.g. [1024, 1024]), or a larger dask.memory_limit"
-    )
-    raise ConfigError(
-        f"ingest.chunk_frames: {config.ingest.chunk_frames or 'auto'} puts {frames} frames of "
-        f"{source.sizes['x']}x{source.sizes['y']} pixels in each task, about "
-        f"{format_bytes(need)}, more than half of what a worker thread may use "
-        f"(dask.memory_limit {config.dask.memory_limit} / threads_per_worker "
-        f"{config.dask.threads_per_worker}). {fix}."
-    )
-
-
 def _cmd_demo(args: argparse.Namespace) -> int:
     from sediment_xr.demo import run_demo
 
@@ -292,9 +189,10 @@ def _one_line(text: str) -> str:
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
     """Print a warning as one line (``warnings.showwarning`` of the command line)."""
+    from sediment_xr.config import reword
     from sediment_xr.exceptions import SedimentXRWarning
 
-    text = _one_line(message)
+    text = _one_line(reword(message) if isinstance(message, Warning) else message)
     if not issubclass(category, SedimentXRWarning):
         text = f"{category.__name__}: {text} ({filename}:{lineno})"
     print(f"sediment-xr: warning: {text}", file=sys.stderr, flush=True)
@@ -313,16 +211,33 @@ def _warnings_as_lines(debug: bool) -> Iterator[None]:
         yield
 
 
+@contextlib.contextmanager
+def _stage_messages(quiet: bool) -> Iterator[None]:
+    """Show the ``sediment_xr`` logger's stage messages on stderr, one line each."""
+    logger = logging.getLogger("sediment_xr")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
 def _failure(err: BaseException, output: str | None = None) -> tuple[str, int] | None:
     """The error line and exit code of an exception the user can act on, or None.
 
     `output` is the run's output folder, named when the error does not name a file.
     """
+    from sediment_xr._fs import storage_error
+    from sediment_xr.config import reword
     from sediment_xr.exceptions import SedimentXRError
-    from sediment_xr.io import storage_error
 
     if isinstance(err, SedimentXRError):
-        return _one_line(err), EXIT_USAGE
+        return _one_line(reword(err)), EXIT_USAGE
     filename = getattr(err, "filename", None) or ""
     if isinstance(err, OSError) and err.errno in _NO_SPACE:
         where = f" {filename}" if filename else f" in {output}" if output else ""
@@ -364,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
     try:
-        with _warnings_as_lines(args.debug):
+        with _warnings_as_lines(args.debug), _stage_messages(args.quiet):
             if args.command == "run":
                 return _cmd_run(args)
             return _cmd_demo(args)

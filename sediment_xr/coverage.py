@@ -9,10 +9,17 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from sediment_xr._compat import append_history, is_dask
+from sediment_xr._provenance import append_history
 from sediment_xr.exceptions import ConfigError, InputError
+from sediment_xr.frames import whole
 
-__all__ = ["classes_from_names", "cover", "cover_from_counts", "merge_classes"]
+__all__ = [
+    "check_classes",
+    "classes_from_names",
+    "cover",
+    "cover_from_counts",
+    "merge_classes",
+]
 
 
 def _count_frames(block: np.ndarray, n_clusters: int) -> np.ndarray:
@@ -99,8 +106,8 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
         )
     if n_clusters is None:
         n_clusters = _n_clusters_of(labels)
-    if is_dask(labels):
-        labels = labels.chunk({"y": -1, "x": -1})
+    if labels.chunks is not None:
+        labels = whole(labels, ("y", "x"))
     counts = xr.apply_ufunc(
         _count_frames,
         labels,
@@ -110,6 +117,7 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
         dask="parallelized",
         output_dtypes=[np.int64],
         dask_gufunc_kwargs={"output_sizes": {"cluster": int(n_clusters)}},
+        keep_attrs=True,  # the coordinates' attrs; the array's own are set below
     )
     out = cover_from_counts(counts)
     out.attrs["history"] = append_history(
@@ -118,7 +126,14 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
     return out
 
 
-def _check_classes(classes: Mapping[str, Sequence[int]], n_clusters: int) -> dict[str, list[int]]:
+def check_classes(
+    classes: Mapping[str, Sequence[int]], n_clusters: int | None, name: str = "classes"
+) -> dict[str, list[int]]:
+    """Check a ``classes`` mapping: class name to the cluster ids it merges.
+
+    Ids must lie in ``0 .. n_clusters - 1`` (only checked to be non-negative when
+    ``n_clusters`` is None) and each cluster may be in one class only.
+    """
     if not isinstance(classes, Mapping) or not classes:
         raise ConfigError(
             f"classes needs a mapping of class name to cluster ids, but got {classes!r}. "
@@ -144,13 +159,19 @@ def _check_classes(classes: Mapping[str, Sequence[int]], n_clusters: int) -> dic
                 f"classes.{name} needs a list of cluster ids, but got {ids!r}. "
                 f"Use e.g. {name}: [0, 1]."
             )
+        span = "0 or more" if n_clusters is None else f"from 0 to {n_clusters - 1}"
         for cid in ids:
             if isinstance(cid, bool) or not isinstance(cid, int | np.integer):
                 raise ConfigError(
                     f"classes.{name} needs whole-number cluster ids, but got {cid!r}. "
-                    f"Use ids from 0 to {n_clusters - 1}."
+                    f"Use ids {span}."
                 )
-            if not 0 <= cid < n_clusters:
+            if cid < 0 or (n_clusters is not None and cid >= n_clusters):
+                if n_clusters is None:
+                    raise ConfigError(
+                        f"classes.{name} needs cluster ids of 0 or more, but got {cid}. "
+                        f"Use ids {span}."
+                    )
                 raise ConfigError(
                     f"classes.{name} names cluster {cid}, but there are {n_clusters} clusters "
                     f"(ids 0 to {n_clusters - 1}). Use ids from 0 to {n_clusters - 1}."
@@ -189,7 +210,7 @@ def merge_classes(cover: xr.DataArray, classes: Mapping[str, Sequence[int]]) -> 
         raise InputError(
             f"merge_classes needs cover with a 'cluster' dim, but got dims {cover.dims}."
         )
-    checked = _check_classes(classes, cover.sizes["cluster"])
+    checked = check_classes(classes, cover.sizes["cluster"])
     names = list(checked)
     matrix = np.zeros((cover.sizes["cluster"], len(names)))
     for j, name in enumerate(names):

@@ -8,7 +8,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sediment_xr.config import ClusterConfig, Config, DaskConfig, IngestConfig, PreprocessConfig
+from sediment_xr.config import (
+    ClusterConfig,
+    Config,
+    CropConfig,
+    DaskConfig,
+    IngestConfig,
+    PreprocessConfig,
+)
 
 #: How the demo sample is made (see :func:`sediment_xr.testing.synthetic_series`).
 DEMO_START = "2022-06-01T00:00:00"
@@ -23,7 +30,7 @@ def demo_config(video: str, output: str, scheduler: str | None = None) -> Config
         input=video,
         output=output,
         ingest=IngestConfig(start_time=DEMO_START, frame_interval=DEMO_INTERVAL, chunk_frames=8),
-        preprocess=PreprocessConfig(rows=(-400, None), color_space="bgr"),
+        preprocess=PreprocessConfig(crop=CropConfig(rows=(-400, None)), color_space="bgr"),
         cluster=ClusterConfig(n_clusters=4, sample_size=200_000, random_state=0),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         dask=DaskConfig(scheduler=scheduler, n_workers=2, threads_per_worker=1),
@@ -44,9 +51,9 @@ def run_demo(
     UW RCA) and grows white mat by ``DEMO_SLOPE`` percentage points per frame; it is written
     as an H.264 video with a ``truth.csv`` of the planted cover beside it.
     """
-    from sediment_xr.cli import _dask_client
     from sediment_xr.exceptions import ConfigError
     from sediment_xr.pipeline import run
+    from sediment_xr.scheduler import dask_client
     from sediment_xr.testing import synthetic_series, write_video
 
     if n_frames < 3 or n_frames > 2000:
@@ -75,7 +82,7 @@ def run_demo(
             }
         ).to_csv(truth_csv, index=False, float_format="%.6f")
     config = demo_config(str(video), str(out / "results"), scheduler)
-    with _dask_client(scheduler, config.dask, quiet=not progress):
+    with dask_client(scheduler, config.dask, quiet=not progress):
         result = run(config, progress=progress, overwrite=overwrite)
     truth = pd.read_csv(truth_csv)
     mat = result.trend.set_index("name").loc["mat"]

@@ -1,24 +1,33 @@
 """Preprocessing: crop, contrast-limited equalisation (CLAHE) of the HSV value, colour space.
 
 Every function takes and returns a lazy ``(time, y, x, channel)`` DataArray (numpy in gives
-numpy out, dask in gives dask out).  The kernels work on whole frames, so the spatial dims are
-core dimensions and the data stay chunked along ``time`` only.
+numpy out, dask in gives dask out).  The kernels work on whole frames, so the spatial dims
+are core dimensions and the data stay chunked along ``time`` only: :func:`preprocess` is one
+blockwise map over the time chunks.
+
+The crop is data, not a guess: the ``y`` and ``x`` coordinates keep the original pixel
+positions, and the ``crop_rows``, ``crop_cols`` and ``frame_shape`` attributes record the
+window in the original frame (rows and columns as ``[start, stop)``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
 
-from sediment_xr._compat import append_history, is_dask, single_threaded
-from sediment_xr.exceptions import ConfigError, InputError
+from sediment_xr import _validate as check
+from sediment_xr._provenance import append_history
+from sediment_xr._validate import COLOR_SPACES
+from sediment_xr.exceptions import InputError, setting
+from sediment_xr.frames import whole
 
 __all__ = [
     "COLOR_SPACES",
     "crop",
+    "crop_slice",
     "enhance",
     "preprocess",
     "to_color_space",
@@ -26,10 +35,11 @@ __all__ = [
 ]
 
 ColorSpace = Literal["bgr", "rgb", "hsv", "lab"]
-#: Colour spaces available for clustering. ``bgr`` is the lesson's (OpenCV channel order).
-COLOR_SPACES: tuple[str, ...] = ("bgr", "rgb", "hsv", "lab")
-
 _FRAME_DIMS = ("y", "x", "channel")
+_TO_SPACE = {"bgr": "COLOR_RGB2BGR", "hsv": "COLOR_RGB2HSV", "lab": "COLOR_RGB2LAB"}
+_FROM_SPACE = {"bgr": "COLOR_BGR2RGB", "hsv": "COLOR_HSV2RGB", "lab": "COLOR_LAB2RGB"}
+#: Attributes that describe the analysed window; carried from frames to labels and cover.
+WINDOW_ATTRS = ("crop_rows", "crop_cols", "frame_shape")
 
 
 def _check_frames(frames: xr.DataArray, what: str) -> None:
@@ -51,32 +61,39 @@ def _check_frames(frames: xr.DataArray, what: str) -> None:
         )
 
 
-def _slice_from(bounds: Sequence[int | None] | None, size: int, name: str) -> slice:
-    """Turn ``[start, stop]`` with Python slice semantics into a validated slice."""
-    if bounds is None:
-        return slice(None)
-    if isinstance(bounds, str) or len(bounds) != 2:
-        raise ConfigError(
-            f"crop {name} needs two values [start, stop] (null for an open end), but got "
-            f"{bounds!r}. Use e.g. {name}: [-400, null]."
-        )
-    for value in bounds:
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | np.integer)
-        ):
-            raise ConfigError(
-                f"crop {name} needs whole numbers or null, but got {bounds!r}. "
-                f"Use e.g. {name}: [-400, null]."
-            )
-    start, stop = (None if v is None else int(v) for v in bounds)
-    selected = range(size)[slice(start, stop)]
-    if len(selected) == 0:
-        shown = ["null" if v is None else v for v in (start, stop)]
+def crop_slice(bounds: Sequence[int | None] | None, size: int, name: str) -> slice:
+    """``[start, stop]`` (Python slice semantics) as a slice that selects something.
+
+    Parameters
+    ----------
+    bounds : [start, stop] or None
+        Negative values count from the end; None leaves that end open (None: everything).
+    size : int
+        Length of the axis.
+    name : {"rows", "cols"}
+        The setting, for messages.
+
+    Returns
+    -------
+    slice
+        ``slice(start, stop)`` with non-negative bounds.
+    """
+    bounds = check.check_crop_bounds(bounds, name)
+    start, stop, _ = slice(*(bounds or (None, None))).indices(size)
+    if stop <= start:
+        shown = [None, None] if bounds is None else list(bounds)
         raise InputError(
-            f"crop needs {name} inside the frame ({size} {name}), but got {name} "
-            f"[{shown[0]}, {shown[1]}], which selects nothing. Use e.g. {name}: [-400, null]."
+            f"crop needs {name} inside the frame ({size} {name}), but got "
+            f"{setting(name, shown)}, which selects nothing. Use e.g. "
+            f"{setting(name, [-400, None])}.",
+            settings=[(name, shown), (name, [-400, None])],
         )
     return slice(start, stop)
+
+
+def _window(coord: xr.DataArray, part: slice) -> list[int]:
+    values = np.asarray(coord.values)[part]
+    return [int(values[0]), int(values[-1]) + 1]
 
 
 def crop(
@@ -99,25 +116,34 @@ def crop(
     Returns
     -------
     xarray.DataArray
-        The cropped frames. The ``y`` and ``x`` coordinates keep the original pixel positions.
+        The cropped frames. The ``y`` and ``x`` coordinates keep the original pixel positions;
+        ``crop_rows`` and ``crop_cols`` (``[start, stop)`` in the original frame) and
+        ``frame_shape`` (its ``[height, width]``) are recorded as attributes.
 
     Notes
     -----
     Lazy: positional indexing only.
     """
     _check_frames(frames, "crop")
-    ys = _slice_from(rows, frames.sizes["y"], "rows")
-    xs = _slice_from(cols, frames.sizes["x"], "cols")
+    ys = crop_slice(rows, frames.sizes["y"], "rows")
+    xs = crop_slice(cols, frames.sizes["x"], "cols")
     out = frames.isel(y=ys, x=xs)
-    out.attrs = append_history(
-        frames.attrs, f"crop rows={list(rows or [None, None])} cols={list(cols or [None, None])}"
-    )
+    shape = frames.attrs.get("frame_shape") or [
+        int(frames["y"].values.max()) + 1,
+        int(frames["x"].values.max()) + 1,
+    ]
+    attrs = append_history(frames.attrs, f"crop rows={rows!r} cols={cols!r}")
+    attrs |= {
+        "crop_rows": _window(frames["y"], ys),
+        "crop_cols": _window(frames["x"], xs),
+        "frame_shape": [int(v) for v in shape],
+    }
+    out.attrs = attrs
     return out
 
 
-@single_threaded
 def _clahe_frames(
-    block: np.ndarray, clip_limit: float, tile_grid_size: tuple[int, int]
+    block: np.ndarray, clip_limit: float, tile_grid_size: Sequence[int]
 ) -> np.ndarray:
     """CLAHE on the HSV value of RGB uint8 frames ``(..., y, x, 3)``; returns RGB uint8."""
     import cv2
@@ -132,34 +158,28 @@ def _clahe_frames(
     return out.reshape(block.shape)
 
 
-_TO_SPACE = {"bgr": "COLOR_RGB2BGR", "hsv": "COLOR_RGB2HSV", "lab": "COLOR_RGB2LAB"}
-_FROM_SPACE = {"bgr": "COLOR_BGR2RGB", "hsv": "COLOR_HSV2RGB", "lab": "COLOR_LAB2RGB"}
-
-
-@single_threaded
-def _convert_frames(block: np.ndarray, code_name: str | None) -> np.ndarray:
-    """Convert uint8 3-channel pixels ``(..., 3)`` with an OpenCV colour conversion code."""
-    if code_name is None:
+def _convert_frames(block: np.ndarray, color_space: str, inverse: bool = False) -> np.ndarray:
+    """RGB uint8 pixels ``(..., 3)`` into ``color_space`` (or back, with ``inverse``)."""
+    code = (_FROM_SPACE if inverse else _TO_SPACE).get(color_space)
+    if code is None:
         return block.copy()
     import cv2
 
     flat = np.ascontiguousarray(block.reshape(-1, 1, 3))
-    return cv2.cvtColor(flat, getattr(cv2, code_name)).reshape(block.shape)
+    return cv2.cvtColor(flat, getattr(cv2, code)).reshape(block.shape)
 
 
-def _check_color_space(color_space: str) -> str:
-    if color_space not in COLOR_SPACES:
-        raise ConfigError(
-            f"color_space needs one of {', '.join(COLOR_SPACES)}, but got {color_space!r}. "
-            "Use color_space: bgr to cluster like the lesson."
-        )
-    return color_space
+def _preprocess_frames(
+    block: np.ndarray, clip_limit: float, tile_grid_size: Sequence[int], color_space: str
+) -> np.ndarray:
+    """Kernel of :func:`preprocess`: CLAHE on the HSV value, then the colour space."""
+    return _convert_frames(_clahe_frames(block, clip_limit, tile_grid_size), color_space)
 
 
-def _apply_frames(func, frames: xr.DataArray, **kwargs) -> xr.DataArray:
+def _apply_frames(func, frames: xr.DataArray, **kwargs: Any) -> xr.DataArray:
     """Apply a whole-frame uint8 kernel lazily (numpy in -> numpy out, dask in -> dask out)."""
-    if is_dask(frames):
-        frames = frames.chunk({d: -1 for d in _FRAME_DIMS})
+    if frames.chunks is not None:
+        frames = whole(frames, _FRAME_DIMS)
     return xr.apply_ufunc(
         func,
         frames,
@@ -168,8 +188,12 @@ def _apply_frames(func, frames: xr.DataArray, **kwargs) -> xr.DataArray:
         output_core_dims=[list(_FRAME_DIMS)],
         dask="parallelized",
         output_dtypes=[np.uint8],
-        keep_attrs=False,
+        keep_attrs=True,  # the coordinates' attrs; the caller sets the array's own
     ).transpose(*frames.dims)
+
+
+def _window_attrs(frames: xr.DataArray) -> dict[str, Any]:
+    return {k: frames.attrs[k] for k in WINDOW_ATTRS if k in frames.attrs}
 
 
 def enhance(
@@ -202,45 +226,19 @@ def enhance(
     Lazy: one task per time chunk; spatial dims are made whole if they were chunked.
     """
     _check_frames(frames, "enhance")
-    clip_limit, tile_grid_size = _check_clahe(clip_limit, tile_grid_size)
+    clip_limit = check.check_clip_limit(clip_limit)
+    tile_grid_size = check.check_tile_grid_size(tile_grid_size)
     out = _apply_frames(
         _clahe_frames, frames, clip_limit=clip_limit, tile_grid_size=tile_grid_size
     )
     out.name = "enhanced"
+    attrs = {k: v for k, v in frames.attrs.items() if k in ("source", "channel_order", "history")}
     out.attrs = append_history(
-        {k: v for k, v in frames.attrs.items() if k in ("source", "channel_order", "history")},
+        attrs | _window_attrs(frames),
         f"CLAHE on HSV value, clip_limit={clip_limit}, tile_grid_size={list(tile_grid_size)}",
     )
     out.attrs["long_name"] = "frames after CLAHE on the HSV value channel"
     return out
-
-
-def _check_clahe(
-    clip_limit: float, tile_grid_size: Sequence[int]
-) -> tuple[float, tuple[int, int]]:
-    if (
-        isinstance(clip_limit, bool)
-        or not isinstance(clip_limit, int | float)
-        or not (np.isfinite(clip_limit) and clip_limit > 0)
-    ):
-        raise ConfigError(
-            f"clahe clip_limit needs a positive number, but got {clip_limit!r}. "
-            "Use clip_limit: 2.0 (the lesson's)."
-        )
-    try:
-        tiles = tuple(int(v) for v in tile_grid_size)
-        ok = len(tiles) == 2 and all(
-            t >= 1 and t <= 256 and not isinstance(v, bool) and float(v) == t
-            for t, v in zip(tiles, tile_grid_size, strict=True)
-        )
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ConfigError(
-            f"clahe tile_grid_size needs two whole numbers from 1 to 256, but got "
-            f"{tile_grid_size!r}. Use tile_grid_size: [8, 8] (the lesson's)."
-        )
-    return float(clip_limit), tiles
 
 
 def to_color_space(frames: xr.DataArray, color_space: ColorSpace = "bgr") -> xr.DataArray:
@@ -264,13 +262,14 @@ def to_color_space(frames: xr.DataArray, color_space: ColorSpace = "bgr") -> xr.
     -----
     Lazy: elementwise per chunk.
     """
-    _check_color_space(color_space)
+    color_space = check.check_color_space(color_space)
     _check_frames(frames, "to_color_space")
-    out = _apply_frames(_convert_frames, frames, code_name=_TO_SPACE.get(color_space))
+    out = _apply_frames(_convert_frames, frames, color_space=color_space)
     out.name = "features"
     out.attrs = {
         "long_name": f"pixel features in {color_space} space",
         "color_space": color_space,
+        **_window_attrs(frames),
         "history": frames.attrs.get("history", ""),
     }
     return out
@@ -278,8 +277,8 @@ def to_color_space(frames: xr.DataArray, color_space: ColorSpace = "bgr") -> xr.
 
 def to_rgb(pixels: np.ndarray, color_space: ColorSpace) -> np.ndarray:
     """Convert uint8 pixels ``(..., 3)`` from ``color_space`` back to RGB (numpy only)."""
-    _check_color_space(color_space)
-    return _convert_frames(np.asarray(pixels, dtype=np.uint8), _FROM_SPACE.get(color_space))
+    color_space = check.check_color_space(color_space)
+    return _convert_frames(np.asarray(pixels, dtype=np.uint8), color_space, inverse=True)
 
 
 def preprocess(
@@ -293,7 +292,8 @@ def preprocess(
 ) -> xr.DataArray:
     """Crop, enhance and convert frames into clustering features, as in the lesson.
 
-    Equivalent to ``to_color_space(enhance(crop(frames, ...), ...), color_space)``.
+    Equal to ``to_color_space(enhance(crop(frames, ...), ...), color_space)``, as one
+    blockwise map over the time chunks.
 
     Parameters
     ----------
@@ -305,25 +305,36 @@ def preprocess(
     Returns
     -------
     xarray.DataArray
-        uint8 features ``(time, y, x, channel)``.
+        uint8 features ``(time, y, x, channel)`` named ``features``, on the crop's grid (the
+        original pixel coordinates; the window in ``crop_rows``/``crop_cols``). The
+        ``frame_status`` coordinate of the frames, if any, is kept.
 
     Notes
     -----
-    Lazy: one fused task chain per time chunk.
+    Lazy: one task per time chunk.
     """
+    clip_limit = check.check_clip_limit(clip_limit)
+    tile_grid_size = check.check_tile_grid_size(tile_grid_size)
+    color_space = check.check_color_space(color_space)
     cropped = crop(frames, rows=rows, cols=cols)
-    enhanced = enhance(cropped, clip_limit=clip_limit, tile_grid_size=tile_grid_size)
-    return to_color_space(enhanced, color_space)
-
-
-def _preprocess_block(
-    block: np.ndarray,
-    ys: slice,
-    xs: slice,
-    clip_limit: float,
-    tile_grid_size: tuple[int, int],
-    color_space: str,
-) -> np.ndarray:
-    """Numpy kernel of :func:`preprocess` for a block of RGB frames ``(t, y, x, 3)``."""
-    enhanced = _clahe_frames(np.ascontiguousarray(block[:, ys, xs]), clip_limit, tile_grid_size)
-    return _convert_frames(enhanced, _TO_SPACE.get(color_space))
+    out = _apply_frames(
+        _preprocess_frames,
+        cropped,
+        clip_limit=clip_limit,
+        tile_grid_size=tile_grid_size,
+        color_space=color_space,
+    )
+    out.name = "features"
+    out.attrs = append_history(
+        {
+            "long_name": f"pixel features in {color_space} space",
+            "color_space": color_space,
+            **_window_attrs(cropped),
+            "clip_limit": clip_limit,
+            "tile_grid_size": list(tile_grid_size),
+            "history": cropped.attrs.get("history", ""),
+        },
+        f"CLAHE on HSV value (clip_limit={clip_limit}, tile_grid_size="
+        f"{list(tile_grid_size)}), features in {color_space}",
+    )
+    return out

@@ -15,19 +15,9 @@ from typing import Any
 import xarray as xr
 
 from sediment_xr.exceptions import OutputError, SedimentXRWarning
-from sediment_xr.store import COMPLETE_ATTR, Output, chunk_bounds, pending
+from sediment_xr.store import COMPLETE_ATTR, TABLE_FILES, Output, chunk_bounds, pending
 
 __all__ = ["missing", "open_results"]
-
-#: Files a finished run always leaves (report files depend on the ``report`` section).
-RESULT_FILES = (
-    "cover.csv",
-    "trend.csv",
-    "trend_summary.txt",
-    "clusters.json",
-    "model.json",
-    "config.resolved.yaml",
-)
 
 
 def _frame_ranges(chunks: list[int], bounds: list[tuple[int, int]]) -> str:
@@ -64,34 +54,33 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
     cube = out.open_cube()
     if cube.attrs.get(COMPLETE_ATTR) is True:
         return []
-    created = state.get("cube_created") or "chunk_frames" not in state  # 0.1 cubes: no flag
-    if not created or "time" not in cube.sizes:
+    if not state.get("cube_created") or "time" not in cube.sizes:
         return ["cube.zarr (the run stopped while creating it)"]
     n_time = cube.sizes["time"]
-    ingest = state.get("config", {}).get("ingest", {})
-    chunk_frames = state.get("chunk_frames") or ingest.get("chunk_frames")  # the resolved one
-    if not isinstance(chunk_frames, int):
-        chunk_frames = n_time
-    bounds = chunk_bounds(n_time, max(chunk_frames, 1))
+    chunk_frames = state.get("chunk_frames")
+    bounds = chunk_bounds(n_time, chunk_frames if isinstance(chunk_frames, int) else n_time)
     items = []
-    stages = [("label", state.get("fingerprint_model"))]
-    if ingest.get("store_frames", True):  # cubes of 0.1 stored the frames, without the key
-        stages.insert(0, ("ingest", state.get("fingerprint_ingest")))
-    for stage, fingerprint in stages:
-        if stage == "label" and not (out.exists("model.json") and "labels" in cube):
-            items.append("model.json (the model is not fitted yet)")
-            items.append(f"label: {len(bounds)} of {len(bounds)} chunks not done (all frames)")
-            continue
-        todo = pending(out.done_chunks(stage, str(fingerprint)), len(bounds))
-        if todo:
-            frames = _frame_ranges(todo, bounds)
-            items.append(
-                f"{stage}: {len(todo)} of {len(bounds)} chunks not done (frames {frames})"
-            )
-    items += [name for name in RESULT_FILES if not out.exists(name) and name != "model.json"]
+    if not (out.exists("model.json") and "labels" in cube):
+        items.append("model.json (the model is not fitted yet)")
+        items.append(f"label: {len(bounds)} of {len(bounds)} chunks not done (all frames)")
+    else:
+        items += _missing_chunks(out, "label", state.get("fingerprint_model"), bounds)
+    if state.get("config", {}).get("ingest", {}).get("store_frames"):
+        items += _missing_chunks(out, "frames", state.get("fingerprint_cube"), bounds)
+    items += [name for name in TABLE_FILES if not out.exists(name) and name != "model.json"]
     if not items:
         items.append("the final write (the run stopped while writing the report files)")
     return items
+
+
+def _missing_chunks(
+    out: Output, stage: str, fingerprint: str | None, bounds: list[tuple[int, int]]
+) -> list[str]:
+    todo = pending(out.done_chunks(stage, str(fingerprint)), len(bounds))
+    if not todo:
+        return []
+    frames = _frame_ranges(todo, bounds)
+    return [f"{stage}: {len(todo)} of {len(bounds)} chunks not done (frames {frames})"]
 
 
 def open_results(

@@ -13,10 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from sediment_xr._compat import is_dask
-from sediment_xr.cluster import NO_DATA
-
-__all__ = ["analysed_window", "overlay", "paint", "write_segmented_pngs", "write_segmented_video"]
+__all__ = ["overlay", "paint", "write_segmented_pngs", "write_segmented_video"]
 
 
 def _palette(colors: np.ndarray, no_data_color: Sequence[int]) -> np.ndarray:
@@ -71,6 +68,7 @@ def paint(
         dask="parallelized",
         output_dtypes=[np.uint8],
         dask_gufunc_kwargs={"output_sizes": {"channel": 3}},
+        keep_attrs=True,  # the coordinates' attrs; the array's own are set below
     )
     out.name = "segmented"
     out.attrs = {"long_name": "pixels painted with their cluster centre colour"}
@@ -85,19 +83,10 @@ def overlay(frames: xr.DataArray, segmented: xr.DataArray, *, alpha: float = 0.5
     return out
 
 
-def analysed_window(labels: xr.DataArray) -> tuple[slice, slice]:
-    """Row and column slices of the smallest box holding every analysed pixel of frame 0."""
-    first = labels.isel(time=0).values if "time" in labels.dims else labels.values
-    valid = first != NO_DATA
-    if not valid.any():
-        return slice(0, 0), slice(0, 0)
-    rows = np.flatnonzero(valid.any(axis=1))
-    cols = np.flatnonzero(valid.any(axis=0))
-    return slice(int(rows[0]), int(rows[-1]) + 1), slice(int(cols[0]), int(cols[-1]) + 1)
-
-
-def _even(n: int) -> int:
-    return n - (n % 2)
+def _pad_even(frame: np.ndarray) -> np.ndarray:
+    """Pad an image ``(y, x, 3)`` with black to even sizes (H.264 with 4:2:0 colour)."""
+    pad = ((0, frame.shape[0] % 2), (0, frame.shape[1] % 2), (0, 0))
+    return np.pad(frame, pad) if any(p[1] for p in pad) else frame
 
 
 def write_segmented_video(
@@ -110,11 +99,11 @@ def write_segmented_video(
     preset: str = "veryfast",
     storage_options: dict | None = None,
 ) -> int:
-    """Write the analysed window of every frame, painted, as an H.264 video (PyAV).
+    """Write every frame of labels ``(time, y, x)``, painted, as an H.264 video (PyAV).
 
     Chunks of labels are read one at a time, so memory stays at one chunk. H.264 needs even
-    sizes: an odd last row or column of the window is dropped. ``path`` may be an fsspec URL
-    (the video is written locally, then copied).
+    sizes: an odd window gets one black row or column. ``path`` may be an fsspec URL (the
+    video is written locally, then copied).
 
     Returns
     -------
@@ -123,16 +112,16 @@ def write_segmented_video(
     """
     import av
 
-    ys, xs = analysed_window(labels)
-    window = labels.isel(y=ys, x=xs)
-    height, width = _even(window.sizes["y"]), _even(window.sizes["x"])
-    window = window.isel(y=slice(0, height), x=slice(0, width))
+    height, width = (
+        labels.sizes["y"] + labels.sizes["y"] % 2,
+        labels.sizes["x"] + labels.sizes["x"] % 2,
+    )
     palette = _palette(np.asarray(colors), (0, 0, 0))
     target = os.fspath(path)
     remote = "://" in target
     tmpdir = tempfile.mkdtemp(prefix="sediment_xr_") if remote else None
     local = os.path.join(tmpdir, "segmented.mp4") if remote else target + ".partial.mp4"
-    chunks = window.chunks[0] if is_dask(window) else (window.sizes["time"],)
+    chunks = labels.chunks[0] if labels.chunks is not None else (labels.sizes["time"],)
     count = 0
     with av.open(local, mode="w") as container:
         stream = container.add_stream("libx264", rate=fps)
@@ -142,10 +131,10 @@ def write_segmented_video(
         stream.options = {"crf": str(crf), "preset": preset}
         start = 0
         for size in chunks:
-            block = np.asarray(window.isel(time=slice(start, start + size)).values)
+            block = np.asarray(labels.isel(time=slice(start, start + size)).values)
             start += size
             for frame in _paint_block(block, palette):
-                vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+                vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
                 container.mux(stream.encode(vf))
                 count += 1
         container.mux(stream.encode())
@@ -170,11 +159,10 @@ def write_segmented_pngs(
     """Write painted frames at ``positions`` as PNGs through ``write_bytes(name, data)``."""
     import cv2
 
-    ys, xs = analysed_window(labels)
     palette = _palette(np.asarray(colors), (0, 0, 0))
     names = []
     for pos in positions:
-        frame = _paint_block(np.asarray(labels.isel(time=int(pos), y=ys, x=xs).values), palette)
+        frame = _paint_block(np.asarray(labels.isel(time=int(pos)).values), palette)
         ok, data = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
         if not ok:  # pragma: no cover - cv2 always encodes uint8 RGB
             raise RuntimeError("PNG encoding failed")

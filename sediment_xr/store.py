@@ -2,13 +2,18 @@
 
 Layout of an output folder (local path or fsspec URL)::
 
-    cube.zarr/            frames (time, y, x, channel), labels (time, y, x), cover, class_cover
+    cube.zarr/            labels (time, y, x), cover (time, cluster), class_cover, frame_status,
+                          frames (time, y, x, channel) with ingest.store_frames
     .sediment_xr/progress/<stage>-<fingerprint>/<chunk>   one empty file per finished chunk
+    cover.csv, trend.csv, ... (see OUTPUT_FILES)
 
-Each chunk task writes its own Zarr chunk(s) and then its mark, so a task that dask runs twice
-writes the same bytes twice, and a rerun after a crash skips exactly the finished chunks.
-Zarr reads a missing chunk as its fill value, so nothing is trusted without its mark, and the
-store's root attribute ``sediment_xr_complete`` is set only after the last output is written.
+The cube's variables live on the grid of the analysed window (the crop), with the original
+pixel positions as ``y`` and ``x``.  :func:`chunk_writes` makes one task per time chunk that
+writes that chunk of every variable by region and then its marks, so a task that dask runs
+twice writes the same bytes twice, and a rerun after a crash skips exactly the finished
+chunks.  Zarr reads a missing chunk as its fill value, so nothing is trusted without its
+mark, and the root attribute ``sediment_xr_complete`` is set only after the last output is
+written.
 """
 
 from __future__ import annotations
@@ -16,24 +21,51 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import posixpath
-from collections.abc import Iterable, Mapping
+import uuid
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import dask.array as da
 import numpy as np
 import xarray as xr
 
+from sediment_xr._fs import is_url
 from sediment_xr.exceptions import OutputError
 
-__all__ = ["Output"]
+__all__ = [
+    "COMPLETE_ATTR",
+    "LAYOUT",
+    "OUTPUT_FILES",
+    "REPORT_FILES",
+    "STATE_ATTR",
+    "TABLE_FILES",
+    "Output",
+    "chunk_bounds",
+    "chunk_writes",
+    "frames_compressors",
+    "pending",
+]
 
 STATE_ATTR = "sediment_xr_state"
 COMPLETE_ATTR = "sediment_xr_complete"
+#: Version of the cube's layout (2: variables on the crop's grid).
+LAYOUT = 2
+#: Files a finished run always leaves.
+TABLE_FILES = (
+    "cover.csv",
+    "trend.csv",
+    "trend_summary.txt",
+    "clusters.json",
+    "model.json",
+    "config.resolved.yaml",
+)
+#: Files the ``report`` section asks for.
+REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
+#: Every file of the output folder a run writes (and the only ones it ever replaces).
+OUTPUT_FILES = ("cube.zarr", *TABLE_FILES, *REPORT_FILES, ".sediment_xr/progress")
 _ZARR_KW = {"zarr_format": 3, "consolidated": False}
-
-
-def _is_url(path: str) -> bool:
-    return "://" in path
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +90,7 @@ class Output:
         return url_to_fs(self.url, **self._fs_options())[1].rstrip("/")
 
     def _fs_options(self) -> dict[str, Any]:
-        return dict(self.storage_options) if _is_url(self.url) else {}
+        return dict(self.storage_options) if is_url(self.url) else {}
 
     def path(self, *parts: str) -> str:
         """Path of a file of the folder, inside :attr:`fs`."""
@@ -66,10 +98,8 @@ class Output:
 
     def url_of(self, *parts: str) -> str:
         """Path or URL of a file of the folder, as a user would give it."""
-        if _is_url(self.url):
+        if is_url(self.url):
             return posixpath.join(self.url.rstrip("/"), *parts)
-        import os
-
         return os.path.join(self.url, *parts)
 
     @property
@@ -81,7 +111,7 @@ class Output:
         """A zarr store object for ``cube.zarr`` (works in worker processes too)."""
         import zarr.storage
 
-        if _is_url(self.url):
+        if is_url(self.url):
             return zarr.storage.FsspecStore.from_url(
                 self.store_url, storage_options=dict(self.storage_options) or None
             )
@@ -95,22 +125,26 @@ class Output:
         fs.invalidate_cache(path)
         return fs.exists(path)
 
-    def write_text(self, name: str, text: str) -> None:
-        """Write a text file of the folder in one piece (temporary name, then rename)."""
+    def write_bytes(self, name: str, data: bytes) -> None:
+        """Write a file of the folder in one piece (temporary name, then rename)."""
         fs = self.fs
-        fs.makedirs(self.root, exist_ok=True)
         final = self.path(name)
-        if _is_url(self.url):  # object stores write whole objects atomically
-            fs.pipe(final, text.encode("utf-8"))
+        fs.makedirs(posixpath.dirname(final), exist_ok=True)
+        if is_url(self.url):  # object stores write whole objects atomically
+            fs.pipe(final, data)
             return
-        tmp = self.path(f".{name}.partial")
+        tmp = posixpath.join(posixpath.dirname(final), f".{posixpath.basename(final)}.partial")
         try:
-            fs.pipe(tmp, text.encode("utf-8"))
+            fs.pipe(tmp, data)
             fs.mv(tmp, final)
         except BaseException:  # e.g. disk full: the old file stays, and no partial one
             with contextlib.suppress(Exception):
                 fs.rm(tmp)
             raise
+
+    def write_text(self, name: str, text: str) -> None:
+        """Write a text file of the folder in one piece."""
+        self.write_bytes(name, text.encode("utf-8"))
 
     def read_text(self, name: str) -> str:
         """Read a text file of the folder."""
@@ -139,6 +173,14 @@ class Output:
             return set()
         names = [posixpath.basename(p.rstrip("/")) for p in fs.ls(folder, detail=False)]
         return {int(n) for n in names if n.isdigit()}
+
+    def prepare_progress(self, stage: str, fingerprint: str) -> None:
+        """Create the marks folder (local filesystems need it before tasks write into it)."""
+        self.fs.makedirs(self.progress_dir(stage, fingerprint), exist_ok=True)
+
+    def mark_done(self, stage: str, fingerprint: str, index: int) -> None:
+        """Write the finished-chunk mark (after the chunk's data are written)."""
+        self.fs.pipe(posixpath.join(self.progress_dir(stage, fingerprint), f"{index:06d}"), b"")
 
     def clear_progress(self, stage: str | None = None) -> None:
         """Forget finished-chunk marks (of one stage, or all)."""
@@ -175,11 +217,11 @@ class Output:
         return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
     def update_attrs(self, **attrs: Any) -> None:
-        """Set root attributes of the cube (``state`` dicts are stored as JSON text)."""
+        """Set root attributes of the cube in one write of its ``zarr.json``."""
         import zarr
 
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        group.attrs.update(attrs)  # one write of zarr.json: never half of the attributes
+        group.attrs.update(attrs)
 
     def set_state(self, state: Mapping[str, Any], *, complete: bool) -> None:
         """Record the run state and whether every output is written."""
@@ -188,33 +230,20 @@ class Output:
         )
 
     def create_cube(
-        self,
-        frames: xr.DataArray,
-        attrs: Mapping[str, Any],
-        *,
-        state: Mapping[str, Any],
-        store_frames: bool = True,
+        self, template: xr.Dataset, attrs: Mapping[str, Any], *, state: Mapping[str, Any]
     ) -> None:
-        """Create ``cube.zarr`` with the coordinates of ``frames`` (and its metadata).
+        """Create ``cube.zarr`` from a lazy template: coordinates now, data by region later.
 
         The run ``state`` goes into the same root ``zarr.json`` (marked not complete), so a
-        cube is never seen without it. With ``store_frames`` an empty ``frames`` variable is
-        created, its data written later chunk by chunk (:func:`write_frames_chunk`); without
-        it only the coordinates and ``frame_status`` are.
+        cube is never seen without it.
         """
-        ds = frames.to_dataset(name="frames")
-        if not store_frames:
-            ds = ds.drop_vars("frames")
+        ds = template.copy()
         ds.attrs = {
             **attrs,
             STATE_ATTR: json.dumps(dict(state), sort_keys=True),
             COMPLETE_ATTR: False,
         }
-        encoding = {}
-        if store_frames:
-            chunks = (frames.data.chunksize[0], *frames.shape[1:])
-            encoding["frames"] = {"chunks": chunks, "compressors": frames_compressors()}
-        ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
+        ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=_encoding(ds), **_ZARR_KW)
 
     def remove_variables(self, *names: str) -> None:
         """Delete arrays (variables or coordinates) of the cube that exist."""
@@ -225,26 +254,15 @@ class Output:
             if name in group:
                 del group[name]
 
-    def add_variables(self, variables: Mapping[str, xr.DataArray], encoding: Mapping) -> None:
-        """Add lazily-templated variables to the cube without computing them."""
+    def add_variables(self, variables: Mapping[str, xr.DataArray]) -> None:
+        """Add (or replace) variables: lazy ones as templates, in-memory ones written now."""
         import zarr
 
         self.remove_variables(*variables)
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
         ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
         ds = ds.drop_vars([c for c in ds.coords if c in group], errors="ignore")
-        ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=dict(encoding), **_ZARR_KW)
-
-    def write_small(self, variables: Mapping[str, xr.DataArray]) -> None:
-        """Write small in-memory variables (e.g. class cover) into the cube, replacing them."""
-        import zarr
-
-        self.remove_variables(*variables)
-        group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
-        existing = [c for c in ds.coords if c in group and c not in variables]
-        ds = ds.drop_vars(existing)
-        ds.to_zarr(self.zarr_store(), mode="a", **_ZARR_KW)
+        ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=_encoding(ds), **_ZARR_KW)
 
 
 def frames_compressors() -> list[Any]:
@@ -260,42 +278,108 @@ def frames_compressors() -> list[Any]:
     return [ZstdCodec(level=1)]
 
 
+def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
+    """Zarr chunks equal to the dask chunks along time, whole frames; fill values as flags."""
+    from sediment_xr.cluster import NO_DATA
+    from sediment_xr.frames import FRAME_NOT_READ
+
+    encoding: dict[str, dict[str, Any]] = {}
+    for name, var in ds.variables.items():
+        if var.chunks is None or "time" not in var.dims:
+            continue
+        chunks = (var.chunks[0][0], *var.shape[1:])
+        encoding[name] = {"chunks": chunks}
+        if name == "labels":
+            encoding[name] |= {"fill_value": NO_DATA, "_FillValue": None}
+        elif name == "frame_status":
+            encoding[name] |= {"fill_value": FRAME_NOT_READ, "_FillValue": None}
+        elif name == "frames":
+            encoding[name]["compressors"] = frames_compressors()
+        elif var.dtype.kind == "f":
+            encoding[name] |= {"fill_value": np.nan, "_FillValue": None}
+    return encoding
+
+
 def chunk_bounds(n_time: int, chunk_frames: int) -> list[tuple[int, int]]:
     """``[start, stop)`` frame ranges of the time chunks."""
     return [(s, min(s + chunk_frames, n_time)) for s in range(0, n_time, chunk_frames)]
-
-
-def mark_done(out: Output, stage: str, fingerprint: str, index: int) -> None:
-    """Write the finished-chunk mark (after the chunk's data are written)."""
-    out.fs.pipe(posixpath.join(out.progress_dir(stage, fingerprint), f"{index:06d}"), b"")
-
-
-def prepare_progress(out: Output, stage: str, fingerprint: str) -> None:
-    """Create the marks folder (local filesystems need it before tasks write into it)."""
-    out.fs.makedirs(out.progress_dir(stage, fingerprint), exist_ok=True)
-
-
-def write_frames_chunk(
-    block: np.ndarray,
-    out: Output,
-    start: int,
-    index: int,
-    fingerprint: str,
-    status: np.ndarray | None = None,
-) -> int:
-    """Worker task: write one time chunk of frames and their status, then its mark."""
-    import zarr
-
-    arr = zarr.open_array(out.zarr_store(), path="frames", mode="r+", zarr_format=3)
-    arr[start : start + block.shape[0]] = block
-    if status is not None:
-        flags = zarr.open_array(out.zarr_store(), path="frame_status", mode="r+", zarr_format=3)
-        flags[start : start + len(status)] = status
-    mark_done(out, "ingest", fingerprint, index)
-    return int(block.shape[0])
 
 
 def pending(done: Iterable[int], n_chunks: int) -> list[int]:
     """Chunk indices still to do."""
     finished = set(done)
     return [i for i in range(n_chunks) if i not in finished]
+
+
+def _write_block(
+    positions: np.ndarray,
+    *blocks: np.ndarray,
+    target: Output,
+    names: Sequence[str],
+    starts: Sequence[int],
+    marks: Sequence[tuple[str, str]],
+) -> np.ndarray:
+    """Task body: write one time chunk of every variable by region, then the chunk's marks."""
+    import zarr
+
+    start, stop = int(positions[0]), int(positions[-1]) + 1
+    store = target.zarr_store()
+    for name, block in zip(names, blocks, strict=True):
+        zarr.open_array(store, path=name, mode="r+", zarr_format=3)[start:stop] = block
+    index = starts.index(start)
+    for stage, fingerprint in marks:
+        target.mark_done(stage, fingerprint, index)
+    return np.full(stop - start, index, dtype=np.int64)
+
+
+def chunk_writes(
+    out: Output,
+    variables: Mapping[str, xr.DataArray],
+    *,
+    marks: Sequence[tuple[str, str]],
+    chunks: Sequence[int],
+) -> list[Any]:
+    """One task per time chunk that writes every variable's chunk, then the chunk's marks.
+
+    Parameters
+    ----------
+    out : Output
+        Where ``cube.zarr`` is (its variables already created, e.g. by :meth:`create_cube`).
+    variables : mapping of str to xarray.DataArray
+        Lazy arrays with ``time`` first and the same time chunks, by their name in the cube.
+    marks : sequence of (stage, fingerprint)
+        The marks each task writes once its chunk is stored.
+    chunks : sequence of int
+        The time chunks to write (others are left out of the graph).
+
+    Returns
+    -------
+    list of dask.delayed.Delayed
+        One per chunk of ``chunks``, sharing one graph: computing them together decodes each
+        frame once, whatever number of variables derive from it.
+    """
+    first = next(iter(variables.values()))
+    time_chunks = first.chunks[0]
+    starts = tuple(int(s) for s in np.cumsum((0, *time_chunks[:-1])))
+    positions = da.arange(sum(time_chunks), chunks=(time_chunks,), dtype=np.int64)
+    args: list[Any] = [positions, ("t",)]
+    for i, var in enumerate(variables.values()):
+        if var.dims[0] != "time" or var.chunks[0] != time_chunks:
+            raise ValueError(f"{var.name}: every variable needs the time chunks {time_chunks}")
+        data = var.data.rechunk({axis: -1 for axis in range(1, var.ndim)})
+        args += [data, ("t", *(f"v{i}d{j}" for j in range(1, var.ndim)))]
+    written = da.blockwise(
+        _write_block,
+        ("t",),
+        *args,
+        name=f"sediment-xr-write-{uuid.uuid4().hex}",  # side effects: never a cached key
+        dtype=np.int64,
+        concatenate=True,
+        meta=np.empty((0,), np.int64),
+        target=out,
+        names=tuple(variables),
+        starts=starts,
+        marks=tuple(marks),
+    )
+    tasks = written.to_delayed().ravel()
+    return [tasks[i] for i in chunks]

@@ -45,7 +45,7 @@ import yaml
 from PIL import Image
 
 from sediment_xr.cli import main
-from sediment_xr.io import FRAME_OK, FRAME_UNDECODABLE, MAX_FRAME_PIXELS
+from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE, MAX_FRAME_PIXELS
 from sediment_xr.store import COMPLETE_ATTR
 from sediment_xr.testing import sample_frames_dir, write_video
 
@@ -564,7 +564,7 @@ BAD_CONFIG_VALUES = {
     ),
     "memory-limit-not-a-size": (
         {"dask": {"memory_limit": "4 gigs"}},
-        ["dask.memory_limit needs a size such as 4GiB, but got '4 gigs'", "memory_limit: 4GiB"],
+        ["dask.memory_limit needs a size such as 4GiB, but got '4 gigs'", "memory_limit: '4GiB'"],
     ),
     "memory-limit-too-small": (
         {"dask": {"memory_limit": "4kB"}},
@@ -663,7 +663,7 @@ def test_task_memory_over_the_limit(tmp_path, out, capsys):
         err,
         [
             "ingest.chunk_frames: 4 puts 4 frames of 1024x1024 pixels in each task",
-            "dask.memory_limit 1GiB",
+            "(half of dask.memory_limit: '1GiB' / dask.threads_per_worker: 32)",
             "Use ingest.chunk_frames: 2",
         ],
     )

@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from sediment_xr import cli
-from sediment_xr.cli import _dask_client as real_dask_client
+from sediment_xr import cli, scheduler
 from sediment_xr.cli import main
 from sediment_xr.exceptions import (
     ConfigError,
@@ -26,12 +25,13 @@ from sediment_xr.exceptions import (
 from sediment_xr.testing import write_video
 
 PREFIX = "sediment-xr: error: "
+REAL_DASK_CLIENT = scheduler.dask_client
 SIZE = 64
 TIMES = {"start_time": "2022-06-01T00:00:00", "frame_interval": "1h"}
 
 
 class ClusterStarted(Exception):
-    """Raised by the stand-in for cli._dask_client: a test got past the input checks."""
+    """Raised by the stand-in for scheduler.dask_client: a test got past the input checks."""
 
 
 @pytest.fixture(autouse=True)
@@ -39,11 +39,11 @@ def no_cluster(monkeypatch):
     """Fail loudly instead of starting a dask cluster; record how it was asked for."""
     calls = []
 
-    def fake_dask_client(scheduler, dask_config, quiet=False):
-        calls.append((scheduler, dask_config))
+    def fake_dask_client(address, dask_config, quiet=False):
+        calls.append((address, dask_config))
         raise ClusterStarted("the CLI tried to start a dask cluster")
 
-    monkeypatch.setattr(cli, "_dask_client", fake_dask_client)
+    monkeypatch.setattr(scheduler, "dask_client", fake_dask_client)
     return calls
 
 
@@ -208,7 +208,7 @@ def case_fps_for_images(tmp_path):
     for hour in range(3):
         write_png(folder / f"cam_20220601T0{hour}0000_UTC.png")
     cfg = write_config(tmp_path, folder, ingest={"fps": 10})
-    return ["run", str(cfg)], ["ingest.fps", "folder of stills", "Remove fps"]
+    return ["run", str(cfg)], ["ingest.fps", "folder of stills", "Remove ingest.fps"]
 
 
 def case_frame_interval_without_start(tmp_path):
@@ -338,8 +338,8 @@ def test_valid_input_reaches_the_cluster_with_nothing_written(tmp_path, no_clust
     )
     with pytest.raises(ClusterStarted):
         main(["run", str(cfg), "--scheduler", "tcp://127.0.0.1:1", "--quiet"])
-    [(scheduler, dask_config)] = no_cluster
-    assert scheduler == "tcp://127.0.0.1:1"
+    [(address, dask_config)] = no_cluster
+    assert address == "tcp://127.0.0.1:1"
     assert dask_config.n_workers == 3
     assert dask_config.memory_limit == "1GiB"
     assert not (tmp_path / "out").exists()
@@ -349,8 +349,8 @@ def test_set_overrides_reach_the_config(tmp_path, no_cluster):
     cfg = write_config(tmp_path, good_video(tmp_path), ingest=TIMES)
     with pytest.raises(ClusterStarted):
         main(["run", str(cfg), "--set", "dask.n_workers=5", "--set", "dask.n_workers=6"])
-    [(scheduler, dask_config)] = no_cluster
-    assert scheduler is None
+    [(address, dask_config)] = no_cluster
+    assert address is None
     assert dask_config.n_workers == 6
 
 
@@ -421,13 +421,13 @@ def test_warnings_are_one_line_and_library_warnings_need_debug(monkeypatch, caps
     assert len(lines) == 2
 
 
-@pytest.mark.parametrize("name", cli.IN_PROCESS_SCHEDULERS)
+@pytest.mark.parametrize("name", scheduler.IN_PROCESS_SCHEDULERS)
 def test_in_process_scheduler_starts_no_cluster(name):
     import dask
 
     from sediment_xr.config import DaskConfig
 
-    with real_dask_client(name, DaskConfig(n_workers=2, threads_per_worker=2)) as client:
+    with REAL_DASK_CLIENT(name, DaskConfig(n_workers=2, threads_per_worker=2)) as client:
         assert client is None
         assert dask.config.get("scheduler") == name
         assert dask.config.get("num_workers") == 4

@@ -10,8 +10,11 @@ from conftest import as_dask, assert_identical_except_history
 from sklearn.cluster import KMeans
 
 import sediment_xr as sx
-from sediment_xr.cluster import ClusterModel, _label_frames, _nearest
+from sediment_xr._kernels import label_frames, nearest
+from sediment_xr.cluster import SAMPLE_WINDOW, sample_positions
 from sediment_xr.exceptions import ConfigError, InputError, ModelError
+from sediment_xr.frames import FRAME_UNDECODABLE
+from sediment_xr.model import ClusterModel
 from sediment_xr.testing import raise_if_dask_computes
 
 
@@ -29,20 +32,66 @@ def test_sample_is_spread_and_independent_of_chunking(shr_features):
 
 def test_sample_takes_frames_spread_over_the_series(shr_features):
     """Each frame's pixels come from its own seeded draw: the sample is the concatenation."""
-    from sediment_xr.cluster import _sample_block
+    from sediment_xr.cluster import _draw
 
     values = shr_features.values
+
+    def draws(frames, count):
+        return np.concatenate(
+            [_draw(values[[i]], None, np.array([i]), np.array([count]), 0) for i in frames]
+        )
+
     everything = sx.sample_pixels(shr_features, sample_size=1000, random_state=0)
-    expected = np.concatenate(
-        [_sample_block(values[[i]], np.array([i]), np.array([250]), 0) for i in range(4)]
-    )
-    np.testing.assert_array_equal(everything, expected)
-    # max_frames=2 takes the first and the last frame, 500 pixels each
+    np.testing.assert_array_equal(everything, draws(range(4), 250))
+    # max_frames=2: one window of 2 frames at the middle of the series, 500 pixels each
     two = sx.sample_pixels(shr_features, sample_size=1000, random_state=0, max_frames=2)
-    expected_two = np.concatenate(
-        [_sample_block(values[[i]], np.array([i]), np.array([500]), 0) for i in (0, 3)]
-    )
-    np.testing.assert_array_equal(two, expected_two)
+    np.testing.assert_array_equal(two, draws((2, 3), 500))
+
+
+@pytest.mark.parametrize(
+    ("n_time", "max_frames", "windows"),
+    [
+        (10, 240, [(0, 10)]),
+        (
+            1200,
+            240,
+            [(64, 96), (256, 288), (416, 448), (576, 608), (768, 800), (928, 960), (1088, 1120)],
+        ),
+        (100, 40, [(32, 64)]),
+        (100, 64, [(0, 32), (64, 96)]),
+        (70, 10, [(30, 40)]),
+        (33, 32, [(0, 32)]),
+    ],
+)
+def test_sample_positions_are_whole_windows_spread_over_the_series(n_time, max_frames, windows):
+    positions = sample_positions(n_time, max_frames)
+    expected = np.concatenate([np.arange(a, b) for a, b in windows])
+    np.testing.assert_array_equal(positions, expected)
+    assert len(positions) <= max(max_frames, min(n_time, SAMPLE_WINDOW))
+    assert all(a % min(SAMPLE_WINDOW, max_frames) == 0 for a, _ in windows)
+
+
+def test_sample_leaves_out_undecodable_frames(shr_features):
+    status = np.array([1, 2, 1, 1], np.uint8)
+    damaged = shr_features.assign_coords(frame_status=("time", status))
+    sample = sx.sample_pixels(damaged, sample_size=1000, random_state=0)
+    everything = sx.sample_pixels(shr_features, sample_size=1000, random_state=0)
+    assert sample.shape == (750, 3)
+    np.testing.assert_array_equal(sample, np.concatenate([everything[:250], everything[500:]]))
+    lazy = sx.sample_pixels(as_dask(damaged, 3), sample_size=1000, random_state=0)
+    np.testing.assert_array_equal(lazy, sample)
+
+
+def test_labels_of_undecodable_frames_are_no_data(shr_features, shr_model):
+    status = np.array([1, FRAME_UNDECODABLE, 1, 1], np.uint8)
+    damaged = shr_features.assign_coords(frame_status=("time", status))
+    for features in (damaged, as_dask(damaged, 3)):
+        labels = sx.label(features, shr_model)
+        assert (labels.isel(time=1) == sx.NO_DATA).all()
+        assert (labels.isel(time=[0, 2, 3]) >= 0).all()
+        cover = sx.cover(labels)
+        assert np.isnan(cover.isel(time=1)).all()
+        np.testing.assert_allclose(cover.isel(time=[0, 2, 3]).sum("cluster"), 100.0)
 
 
 def test_minibatch_cover_within_1pp_of_full_kmeans(shr_features):
@@ -53,7 +102,7 @@ def test_minibatch_cover_within_1pp_of_full_kmeans(shr_features):
     pixels = shr_features.values.reshape(-1, 3).astype(np.float64)
 
     def cover_by_brightness(centers):
-        idx = _nearest(pixels, centers)[0]
+        idx = nearest(pixels, centers)[0]
         share = np.bincount(idx, minlength=4) / idx.size * 100
         return share[np.argsort(centers.sum(axis=1))]
 
@@ -114,7 +163,10 @@ def test_labels_are_a_cf_flag_variable(shr_features, shr_model):
 def test_label_kernel_known_answer():
     centers = np.array([[0.0, 0.0, 0.0], [100.0, 100.0, 100.0], [250.0, 0.0, 0.0]])
     px = np.array([[[[1, 2, 3], [60, 60, 60], [200, 10, 0], [49, 50, 50]]]], dtype=np.uint8)
-    np.testing.assert_array_equal(_label_frames(px, centers), [[[0, 1, 2, 0]]])
+    np.testing.assert_array_equal(label_frames(px, centers), [[[0, 1, 2, 0]]])
+    from sediment_xr._kernels import build_lut
+
+    np.testing.assert_array_equal(label_frames(px, centers, build_lut(centers)), [[[0, 1, 2, 0]]])
 
 
 def test_model_json_round_trip_and_tamper_detection(shr_model, tmp_path):

@@ -1,8 +1,7 @@
-"""Tests of sediment_xr.io: opening videos and still sequences as lazy frame cubes."""
+"""Opening videos and still sequences as lazy frame cubes (video, stills, timeaxis, io)."""
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 from pathlib import Path
@@ -18,19 +17,20 @@ import pandas as pd
 import pytest
 import xarray as xr
 
-from sediment_xr import io
+from sediment_xr import decode, io, video
+from sediment_xr import frames as frames_module
+from sediment_xr._fs import storage_error
+from sediment_xr.config import reword
 from sediment_xr.exceptions import (
     ConfigError,
     InputError,
     InputNotFoundError,
     SedimentXRWarning,
 )
-from sediment_xr.io import (
-    open_images,
-    open_video,
-    parse_frame_interval,
-    parse_timestamp_from_name,
-)
+from sediment_xr.frames import FRAME_OK, FRAME_STATUS_ATTRS, FRAME_UNDECODABLE, auto_chunk_frames
+from sediment_xr.stills import open_images
+from sediment_xr.timeaxis import parse_frame_interval, parse_timestamp_from_name
+from sediment_xr.video import open_video
 
 N_FRAMES = 20
 HEIGHT, WIDTH = 48, 64
@@ -159,13 +159,14 @@ def test_open_video_layout(videos):
 
 def test_open_video_is_lazy(videos, monkeypatch):
     calls = []
-    kernel = io._decode_video_frames
+    kernel = decode.decode_frames
 
     def counting(source, wanted_pts, **kwargs):
         calls.append(list(wanted_pts))
         return kernel(source, wanted_pts, **kwargs)
 
-    monkeypatch.setattr(io, "_decode_video_frames", counting)
+    monkeypatch.setattr(decode, "decode_frames", counting)  # the chunks' tasks
+    monkeypatch.setattr(video, "decode_frames", counting)  # opening
     arr = open_video(videos["ffv1"], chunk_frames=4, start_time="2022-06-01")
     assert len(calls) == 1  # only the first frame, to learn the size
     assert len(calls[0]) == 1
@@ -203,29 +204,32 @@ def test_h264_chunks_match_sequential_decode(videos, h264_reference, chunk_frame
 
 def test_decode_kernel_without_dask(videos):
     pts = [300, 300, 1200, 1900]  # ffv1 in mkv: time base 1/1000, 100 per frame
-    out = io._decode_video_chunk(str(videos["ffv1"]), pts, frame_size=(HEIGHT, WIDTH))
+    out, status = decode.decode_chunk(str(videos["ffv1"]), pts, frame_size=(HEIGHT, WIDTH))
     assert isinstance(out, np.ndarray)
     np.testing.assert_array_equal(out, EXPECTED[[3, 3, 12, 19]])
+    assert (status == FRAME_OK).all()
 
 
 def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
     passes = []
-    real_pass = io._decode_pass
+    real_pass = decode._decode_pass
 
     def seek_lands_too_late(source, options, slots, found, frame_size, out_size, seek, errors):
         passes.append(seek)
         if not seek:  # the seek pass finds nothing, as if the index were wrong
             real_pass(source, options, slots, found, frame_size, out_size, seek, errors)
 
-    monkeypatch.setattr(io, "_decode_pass", seek_lands_too_late)
-    out = io._decode_video_chunk(str(videos["h264"]), [3072, 4096])
+    monkeypatch.setattr(decode, "_decode_pass", seek_lands_too_late)
+    out, _ = decode.decode_chunk(str(videos["h264"]), [3072, 4096])
     assert passes == [True, False]
     np.testing.assert_array_equal(out, decode_all(videos["h264"])[[3, 4]])
 
 
-def test_decode_kernel_reports_missing_frames(videos):
-    with pytest.raises(InputError, match=r"lossless\.mkv: frames with pts \[150\] were not found"):
-        io._decode_video_chunk(str(videos["ffv1"]), [100, 150])
+def test_decode_kernel_marks_missing_frames(videos):
+    out, status = decode.decode_chunk(str(videos["ffv1"]), [100, 150], frame_size=(HEIGHT, WIDTH))
+    assert status.tolist() == [FRAME_OK, FRAME_UNDECODABLE]
+    np.testing.assert_array_equal(out[0], EXPECTED[1])
+    assert (out[1] == 0).all()
 
 
 @pytest.mark.parametrize(
@@ -363,24 +367,27 @@ def test_video_stream_without_frames(tmp_path):
 
 
 def test_folder_given_to_open_video(tmp_path):
-    with pytest.raises(InputError, match=r"is a folder; .*open_images"):
+    with pytest.raises(
+        InputError, match=r"is a folder, but a video input is one file.*open_images"
+    ):
         open_video(tmp_path)
 
 
 @pytest.mark.parametrize(
     ("options", "pattern"),
     [
-        ({"fps": 0}, r"fps needs a positive number.*got 0"),
-        ({"fps": -2.0}, r"fps needs a positive number"),
-        ({"fps": float("nan")}, r"fps needs a positive number"),
-        ({"fps": "10"}, r"fps needs a positive number.*got '10'"),
+        ({"fps": 0}, r"fps needs a positive finite number, but got 0"),
+        ({"fps": -2.0}, r"fps needs a positive finite number"),
+        ({"fps": float("nan")}, r"fps needs a positive finite number"),
+        ({"fps": 1e6}, r"fps needs a positive number of at most 1000, but got 1000000.0"),
+        ({"fps": "10"}, r"fps needs a positive number, but got '10'"),
         ({"fps": True}, r"fps needs a positive number"),
-        ({"resize": 0}, r"resize needs a positive int.*got 0"),
-        ({"resize": (64,)}, r"resize needs .*\(width, height\)"),
+        ({"resize": 0}, r"resize needs a size in pixels from 1 to 16384.*got 0"),
+        ({"resize": (64, 48, 3)}, r"resize needs .*\[width, height\]"),
         ({"resize": (64.0, 48)}, r"resize needs"),
         ({"resize": "64x48"}, r"resize needs"),
-        ({"chunk_frames": 0}, r"chunk_frames needs a positive int.*got 0"),
-        ({"chunk_frames": 2.5}, r"chunk_frames needs a positive int"),
+        ({"chunk_frames": 0}, r"chunk_frames needs a whole number from 1 to 4096, or auto.*got 0"),
+        ({"chunk_frames": 2.5}, r"chunk_frames needs a whole number"),
         ({"start_time": "2022-06-01", "frame_interval": "0s"}, r"frame_interval .*positive"),
         ({"start_time": "2022-06-01", "frame_interval": "-1h"}, r"frame_interval .*positive"),
         ({"start_time": "2022-06-01", "frame_interval": "17"}, r"without unit.*'17h'"),
@@ -441,7 +448,7 @@ def test_images_through_memory_url(ooi_folder, memory_fs):
     remote = open_images(f"memory://{root}/ooi", chunk_frames=3)
     assert remote.time.attrs["time_source"] == "filename"
     xr.testing.assert_identical(remote.drop_attrs(), local.drop_attrs())
-    files = json.loads(remote.attrs["source_files"])
+    files = remote.attrs["source_files"]
     assert all(name.startswith("memory://") for name in files)
     by_glob = open_images(f"memory://{root}/ooi/*.png")
     np.testing.assert_array_equal(by_glob.values, local.values)
@@ -471,7 +478,7 @@ def test_images_ooi_names_give_order_and_time(ooi_folder):
     np.testing.assert_array_equal(arr.frame.values, np.arange(4))
     np.testing.assert_array_equal(arr.values, _frames_in(order))
     np.testing.assert_array_equal(arr.isel(time=2).values, make_frame(3))
-    files = [Path(f).name for f in json.loads(arr.attrs["source_files"])]
+    files = [Path(f).name for f in arr.attrs["source_files"]]
     assert files == [_ooi_name(OOI_STAMPS[k]) for k in order]
 
 
@@ -493,7 +500,7 @@ def test_images_natural_sort_and_skipped_files(numbered_folder):
     arr = open_images(
         numbered_folder, chunk_frames=5, start_time="2022-06-01", frame_interval="17h"
     )
-    files = [Path(f).name for f in json.loads(arr.attrs["source_files"])]
+    files = [Path(f).name for f in arr.attrs["source_files"]]
     assert files == [f"frame_{k}.png" for k in range(1, 13)]
     assert arr.chunks[0] == (5, 5, 2)
     np.testing.assert_array_equal(arr.values, _frames_in(range(1, 13)))
@@ -582,17 +589,19 @@ def test_zero_byte_image(numbered_folder):
         open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h")
 
 
-def test_image_kernel_rejects_undecodable_bytes(tmp_path):
+def test_image_kernel_marks_undecodable_bytes(tmp_path):
     path = tmp_path / "broken.png"
     path.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
-    with pytest.raises(InputError, match=r"broken\.png cannot be decoded as an image"):
-        io._read_image_chunk([str(path)])
+    out, status = decode.read_chunk([str(path)], frame_size=(HEIGHT, WIDTH))
+    assert status.tolist() == [FRAME_UNDECODABLE]
+    assert out.shape == (1, HEIGHT, WIDTH, 3) and not out.any()
 
 
 def test_image_kernel_without_dask(numbered_folder):
     files = [str(numbered_folder / f"frame_{k}.png") for k in (3, 1)]
-    out = io._read_image_chunk(files, frame_size=(HEIGHT, WIDTH))
+    out, status = decode.read_chunk(files, frame_size=(HEIGHT, WIDTH))
     np.testing.assert_array_equal(out, _frames_in([3, 1]))
+    assert (status == FRAME_OK).all()
 
 
 def test_no_images_found(tmp_path):
@@ -691,30 +700,27 @@ def test_frame_status_is_lazy_and_ok_for_good_frames(videos, numbered_folder):
         assert status.dims == ("time",)
         assert isinstance(status.data, da.Array)
         assert status.chunks == arr.chunks[:1]
-        assert status.attrs == io.FRAME_STATUS_ATTRS
-        assert (status.values == io.FRAME_OK).all()
+        assert status.attrs == FRAME_STATUS_ATTRS
+        assert (status.values == FRAME_OK).all()
 
 
 def test_undecodable_video_frames_are_skipped(tmp_path):
     path = _mjpeg(tmp_path / "damaged.mkv", n=6, broken=(2, 4))
     arr = open_video(path, chunk_frames=4, start_time="2022-06-01", frame_interval="1h")
     loaded = arr.load()  # pixels and status from the same tasks
-    expected = [io.FRAME_OK] * 6
-    expected[2] = expected[4] = io.FRAME_UNDECODABLE
+    expected = [FRAME_OK] * 6
+    expected[2] = expected[4] = FRAME_UNDECODABLE
     np.testing.assert_array_equal(loaded["frame_status"].values, expected)
     assert (loaded.values[[2, 4]] == 0).all()
     reference = decode_all(_mjpeg(tmp_path / "intact.mkv", n=6))
     np.testing.assert_array_equal(loaded.values[[0, 1, 3, 5]], reference[[0, 1, 3, 5]])
-    # the strict kernel refuses them
-    with pytest.raises(InputError, match=r"frames with pts \[200\] were not found"):
-        io._decode_video_chunk(str(path), [100, 200])
 
 
 def test_first_frame_damaged_opens_from_the_next(tmp_path):
     path = _mjpeg(tmp_path / "bad_start.mkv", n=4, broken=(0,))
     arr = open_video(path, start_time="2022-06-01", frame_interval="1h")
     assert arr.shape == (4, HEIGHT, WIDTH, 3)
-    assert arr["frame_status"].values.tolist() == [io.FRAME_UNDECODABLE] + [io.FRAME_OK] * 3
+    assert arr["frame_status"].values.tolist() == [FRAME_UNDECODABLE] + [FRAME_OK] * 3
 
 
 def test_no_decodable_frame(tmp_path):
@@ -744,10 +750,10 @@ def test_unknown_codec_is_refused(tmp_path):
 
 
 def test_video_over_the_pixel_limit(videos, monkeypatch):
-    monkeypatch.setattr(io, "MAX_FRAME_PIXELS", WIDTH * HEIGHT - 1)
+    monkeypatch.setattr(frames_module, "MAX_FRAME_PIXELS", WIDTH * HEIGHT - 1)
     with pytest.raises(InputError, match=r"over the limit of .*frames of 64x48 pixels"):
         open_video(videos["ffv1"], start_time="2022-06-01", frame_interval="1h")
-    monkeypatch.setattr(io, "MAX_FRAME_PIXELS", WIDTH * HEIGHT)
+    monkeypatch.setattr(frames_module, "MAX_FRAME_PIXELS", WIDTH * HEIGHT)
     with pytest.raises(InputError, match=r"resized frames of 100x100 pixels"):
         open_video(videos["ffv1"], resize=100, start_time="2022-06-01", frame_interval="1h")
 
@@ -756,9 +762,9 @@ def test_undecodable_image_is_skipped(numbered_folder):
     good = (numbered_folder / "frame_4.png").read_bytes()
     (numbered_folder / "frame_4.png").write_bytes(good[:60])  # header only
     arr = open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h").load()
-    assert arr["frame_status"].values[3] == io.FRAME_UNDECODABLE
+    assert arr["frame_status"].values[3] == FRAME_UNDECODABLE
     assert (arr.values[3] == 0).all()
-    assert (arr["frame_status"].values[[0, 1, 2, 4]] == io.FRAME_OK).all()
+    assert (arr["frame_status"].values[[0, 1, 2, 4]] == FRAME_OK).all()
     np.testing.assert_array_equal(arr.values[4], make_frame(5))
 
 
@@ -802,19 +808,34 @@ def test_decompression_bomb_png(tmp_path):
         open_images(tmp_path)
 
 
-def test_config_names_in_messages(videos, numbered_folder):
-    with pytest.raises(ConfigError, match=r"^frame_interval='1h' needs start_time"):
+def test_messages_name_settings_for_python_and_for_the_config(videos, numbered_folder):
+    """Messages say frame_interval='1h'; reworded for a config they say ingest.frame_interval."""
+    with pytest.raises(ConfigError, match=r"^frame_interval='1h' needs start_time") as info:
         open_video(videos["ffv1"], frame_interval="1h")
-    with io.config_names():
-        with pytest.raises(
-            ConfigError, match=r"^ingest\.frame_interval: '1h' needs ingest\.start_time"
-        ):
-            open_video(videos["ffv1"], frame_interval="1h")
-        with pytest.raises(ConfigError, match=r"e\.g\. ingest\.start_time: '2022-06-01' and"):
-            open_images(numbered_folder)
-        with pytest.warns(SedimentXRWarning, match=r"Give ingest\.frame_interval"):
-            open_video(videos["ffv1"], start_time="2022-06-01")
-    assert io._option("resize", (64, 48)) == "resize=(64, 48)"
+    assert reword(info.value).startswith("ingest.frame_interval: '1h' needs ingest.start_time")
+    with pytest.raises(ConfigError, match=r"e\.g\. start_time='2022-06-01' and") as info:
+        open_images(numbered_folder)
+    assert "e.g. ingest.start_time: '2022-06-01' and ingest.frame_interval: '17h'" in reword(
+        info.value
+    )
+    with pytest.warns(SedimentXRWarning, match=r"Give frame_interval") as record:
+        open_video(videos["ffv1"], start_time="2022-06-01")
+    assert "Give ingest.frame_interval" in reword(record[0].message)
+    small = make_frame(0, height=24, width=32)
+    cv2.imwrite(str(numbered_folder / "frame_7.png"), small)
+    with pytest.raises(InputError, match=r"with resize=\(64, 48\)\.$") as info:
+        open_images(numbered_folder, start_time="2022-06-01", frame_interval="1h")
+    assert reword(info.value).endswith("with ingest.resize: [64, 48].")
+
+
+def test_error_settings_survive_pickling():
+    """Errors raised in worker processes keep the settings they name."""
+    import pickle
+
+    err = InputError("use resize=(64, 48).", settings=[("resize", (64, 48))])
+    again = pickle.loads(pickle.dumps(err))
+    assert type(again) is InputError and again.settings == err.settings
+    assert reword(again) == "use ingest.resize: [64, 48]."
 
 
 def test_storage_error_classification():
@@ -822,15 +843,15 @@ def test_storage_error_classification():
 
     url = "s3://bucket/video.mkv"
     timeout = botocore.exceptions.ConnectTimeoutError(endpoint_url="http://127.0.0.1:9")
-    assert "did not answer in time" in str(io.storage_error(timeout, url))
+    assert "did not answer in time" in str(storage_error(timeout, url))
     refused = botocore.exceptions.EndpointConnectionError(endpoint_url="http://127.0.0.1:9")
-    assert "could not connect" in str(io.storage_error(refused, url))
-    denied = io.storage_error(PermissionError("Forbidden"), url)
+    assert "could not connect" in str(storage_error(refused, url))
+    denied = storage_error(PermissionError("Forbidden"), url)
     assert "permission denied (Forbidden). Check the credentials" in str(denied)
     assert isinstance(denied, OSError)
-    assert "file's permissions" in str(io.storage_error(PermissionError("no"), "/data/v.mkv"))
-    assert io.storage_error(FileNotFoundError("gone"), url) is None
-    assert io.storage_error(ValueError("not storage"), url) is None
+    assert "file's permissions" in str(storage_error(PermissionError("no"), "/data/v.mkv"))
+    assert storage_error(FileNotFoundError("gone"), url) is None
+    assert storage_error(ValueError("not storage"), url) is None
 
 
 @pytest.mark.parametrize(
@@ -838,11 +859,37 @@ def test_storage_error_classification():
     [(1024, 1024, 32), (64, 48, 32), (1920, 1080, 16), (3840, 2160, 4), (16384, 8192, 1)],
 )
 def test_auto_chunk_frames(width, height, frames):
-    assert io.auto_chunk_frames(width, height) == frames
+    assert auto_chunk_frames(width, height) == frames
 
 
 def test_default_chunks_are_automatic(videos):
     arr = open_video(videos["ffv1"], start_time="2022-06-01")
     n = arr.sizes["time"]
-    expected = io.auto_chunk_frames(arr.sizes["x"], arr.sizes["y"])
+    expected = auto_chunk_frames(arr.sizes["x"], arr.sizes["y"])
     assert arr.data.chunks[0][0] == min(n, expected)
+
+
+def test_open_frames_chooses_the_opener(videos, numbered_folder):
+    kwargs = {"start_time": "2022-06-01", "frame_interval": "1h"}
+    assert io.open_frames(videos["ffv1"], **kwargs).attrs["long_name"] == "video frames"
+    assert io.open_frames(numbered_folder, **kwargs).attrs["long_name"] == "image frames"
+    glob = str(numbered_folder / "frame_1*.png")
+    assert io.open_frames(glob, **kwargs).sizes["time"] == 4  # frame_1, frame_10, 11, 12
+    with pytest.raises(ConfigError, match=r"fps samples a video, but .* is a folder of stills"):
+        io.open_frames(numbered_folder, fps=2, **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("start", "interval", "count"),
+    [("2022-06-01", "1000D", 200), ("2262-04-10", "2D", 2), ("2022-06-01", "100000D", 3)],
+)
+def test_times_past_datetime64_are_refused(numbered_folder, start, interval, count):
+    """A time axis that datetime64[ns] cannot hold is refused, never wrapped around."""
+    from sediment_xr.timeaxis import parse_start_time, regular_times
+
+    with pytest.raises(ConfigError, match=r"run past what datetime64\[ns\] can hold"):
+        regular_times(parse_start_time(start), parse_frame_interval(interval), count)
+    with pytest.raises(ConfigError, match=r"run past what datetime64\[ns\] can hold"):
+        open_images(numbered_folder, start_time=start, frame_interval="100000D")
+    with pytest.raises(ConfigError, match=r"frame_interval needs .* at most about 292 years"):
+        open_images(numbered_folder, start_time=start, frame_interval="300000D")

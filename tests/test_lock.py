@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sediment_xr import cli
+from sediment_xr import scheduler
 from sediment_xr.cli import main
 from sediment_xr.exceptions import OutputError
 from sediment_xr.lock import OutputLock, stale_reason
@@ -39,7 +39,7 @@ def _lock_doc(path: Path, **owner) -> None:
 @pytest.fixture(autouse=True)
 def in_process(monkeypatch):
     """In-process CLI runs compute on dask's threads, without starting a cluster."""
-    monkeypatch.setattr(cli, "_dask_client", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(scheduler, "dask_client", lambda *a, **k: contextlib.nullcontext())
 
 
 @pytest.fixture(scope="module")

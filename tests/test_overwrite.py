@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sediment_xr import cli, pipeline
+from sediment_xr import cli, pipeline, scheduler
 from sediment_xr.config import load_config
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -38,7 +38,7 @@ def finished(tmp_path) -> Path:
 
 
 def test_different_config_is_refused_and_nothing_changes(finished, capsys, monkeypatch):
-    monkeypatch.setattr(cli, "_dask_client", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(scheduler, "dask_client", lambda *a, **k: contextlib.nullcontext())
     before = _snapshot(finished)
     code = cli.main(
         [
@@ -53,7 +53,7 @@ def test_different_config_is_refused_and_nothing_changes(finished, capsys, monke
 
 
 def test_overwrite_replaces_only_what_the_tool_created(finished, monkeypatch):
-    monkeypatch.setattr(cli, "_dask_client", lambda *a, **k: contextlib.nullcontext())
+    monkeypatch.setattr(scheduler, "dask_client", lambda *a, **k: contextlib.nullcontext())
     old_model = (finished / "model.json").read_text()
     assert sorted(p.name for p in (finished / "segmented").iterdir()) == [
         "frame_000000.png",
@@ -73,6 +73,7 @@ def test_overwrite_replaces_only_what_the_tool_created(finished, monkeypatch):
     # ...ours are all new: frames at the new size, a new model, and no PNGs left from the
     # old run (this config asks for none).
     cube = pipeline.Output(str(finished)).open_cube()
-    assert cube.sizes["y"] == 512 and cube.sizes["x"] == 512
+    assert cube.attrs["frame_shape"] == [512, 512]  # frames resized to 512 x 512...
+    assert cube.sizes["y"] == 200 and cube.sizes["x"] == 512  # ...and the new crop's grid
     assert (finished / "model.json").read_text() != old_model
     assert not (finished / "segmented").exists()

@@ -50,7 +50,7 @@ def test_crop_outside_the_frame_is_refused(shr_frames, rows):
 
 @pytest.mark.parametrize("rows", ["abc", [1, 2, 3], [1.5, None], [True, None]])
 def test_crop_bad_bounds(shr_frames, rows):
-    with pytest.raises(ConfigError, match="crop rows needs"):
+    with pytest.raises(ConfigError, match="rows needs"):
         sx.crop(shr_frames, rows=rows)
 
 
@@ -108,9 +108,9 @@ def test_color_space_round_trip(color_space):
 def test_bad_arguments(shr_frames):
     with pytest.raises(ConfigError, match="color_space needs one of bgr, rgb, hsv, lab"):
         sx.to_color_space(shr_frames, "xyz")
-    with pytest.raises(ConfigError, match="clip_limit needs a positive number"):
+    with pytest.raises(ConfigError, match="clip_limit needs a positive finite number"):
         sx.enhance(shr_frames, clip_limit=-1)
-    with pytest.raises(ConfigError, match="tile_grid_size needs two whole numbers"):
+    with pytest.raises(ConfigError, match="tile_grid_size needs"):
         sx.enhance(shr_frames, tile_grid_size=(0, 8))
     with pytest.raises(InputError, match="needs uint8 frames"):
         sx.enhance(shr_frames.astype(float))

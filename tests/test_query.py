@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from sediment_xr import pipeline
-from sediment_xr.config import Config, IngestConfig
+from sediment_xr.config import Config, CropConfig, IngestConfig
 from sediment_xr.testing import synthetic_series, write_images
 
 
@@ -40,7 +40,7 @@ def stored(tmp_path_factory):
         output=str(root / "out"),
         ingest=IngestConfig(chunk_frames=32),
         preprocess=dataclasses.replace(
-            defaults.preprocess, rows=(-series.attrs["crop_rows"], None)
+            defaults.preprocess, crop=CropConfig(rows=(-series.attrs["crop_rows"], None))
         ),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
     )

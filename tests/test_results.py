@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import sediment_xr as sx
-from sediment_xr import pipeline
+from sediment_xr import pipeline, store
 from sediment_xr.config import load_config
 from sediment_xr.results import missing
 
@@ -38,14 +38,14 @@ def test_no_results_yet(tmp_path):
 
 
 def test_unfinished_run_says_what_is_missing(config, monkeypatch):
-    original = pipeline._label_prepared
+    original = store._write_block
 
-    def lost_after_two_chunks(*args, **kwargs):
-        if args[2] >= 2:  # chunk index: the task "ran" but its writes were lost
-            return None
-        return original(*args, **kwargs)
+    def lost_after_two_chunks(positions, *blocks, **kwargs):
+        if positions[0] >= 2:  # one frame per chunk: the task "ran" but its writes were lost
+            return np.zeros(len(positions), np.int64)
+        return original(positions, *blocks, **kwargs)
 
-    monkeypatch.setattr(pipeline, "_label_prepared", lost_after_two_chunks)
+    monkeypatch.setattr(store, "_write_block", lost_after_two_chunks)
     with pytest.raises(sx.OutputError, match="label did not finish: 2 of 4 chunks are missing"):
         pipeline.run(config, progress=False)
     todo = missing(config.output)
@@ -79,30 +79,28 @@ def test_unfitted_model(config, monkeypatch):
 
 
 def test_unfinished_stored_frames(config, monkeypatch):
-    from sediment_xr import store
-
     config = dataclasses.replace(
         config, ingest=dataclasses.replace(config.ingest, store_frames=True)
     )
-    original = store.write_frames_chunk
+    original = store.Output.mark_done
 
-    def lost_at_chunk_three(block, out, start, index, fingerprint, *args, **kwargs):
-        if index == 3:  # the task "ran" but its writes were lost
-            return 0
-        return original(block, out, start, index, fingerprint, *args, **kwargs)
+    def frames_mark_lost_at_chunk_three(self, stage, fingerprint, index):
+        if (stage, index) != ("frames", 3):  # killed between the chunk's two marks
+            original(self, stage, fingerprint, index)
 
-    monkeypatch.setattr(pipeline, "write_frames_chunk", lost_at_chunk_three)
-    with pytest.raises(sx.OutputError, match="ingest did not finish: 1 of 4 chunks"):
+    monkeypatch.setattr(store.Output, "mark_done", frames_mark_lost_at_chunk_three)
+    with pytest.raises(sx.OutputError, match="frames did not finish: 1 of 4 chunks"):
         pipeline.run(config, progress=False)
     todo = missing(config.output)
-    assert todo[0] == "ingest: 1 of 4 chunks not done (frames 3)"
+    assert todo[0] == "frames: 1 of 4 chunks not done (frames 3)"
     assert not any(item.startswith("label") for item in todo)  # labelled all the same
     monkeypatch.undo()
     result = pipeline.run(config, progress=False)
     assert result.computed[0] == "label" and missing(config.output) == []
     cube = sx.open_results(config.output)
-    source = pipeline.check(config)
-    np.testing.assert_array_equal(cube["frames"].values, source.values)
+    window = sx.crop(pipeline.check(config), rows=[-400, None])  # the analysed window
+    np.testing.assert_array_equal(cube["frames"].values, window.values)
+    np.testing.assert_array_equal(cube["frames"]["y"].values, window["y"].values)
 
 
 def test_run_killed_while_creating_the_cube(config, monkeypatch):
@@ -113,7 +111,7 @@ def test_run_killed_while_creating_the_cube(config, monkeypatch):
 
     from sediment_xr.store import STATE_ATTR, Output
 
-    def killed(self, frames, attrs, *, state, store_frames=True):
+    def killed(self, template, attrs, *, state):
         group = zarr.open_group(self.zarr_store(), mode="w", zarr_format=3)
         group.attrs[STATE_ATTR] = json.dumps(dict(state))
         raise KeyboardInterrupt  # before any array exists

@@ -11,7 +11,7 @@ import pytest
 import xarray as xr
 
 from sediment_xr import pipeline
-from sediment_xr.config import Config, IngestConfig, PreprocessConfig, ReportConfig
+from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig, ReportConfig
 from sediment_xr.store import Output
 from sediment_xr.testing import write_video
 
@@ -38,6 +38,10 @@ def s3(tmp_path_factory):
         server.stop()
 
 
+def crop_rows(series) -> int:
+    return int(series.attrs["crop_rows"])
+
+
 def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
     fs, options = s3
     video = write_video(small_series["frames"], tmp_path / "series.mp4", crf=20)
@@ -47,7 +51,9 @@ def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
         ingest=IngestConfig(
             start_time="2022-06-01", frame_interval="17h", chunk_frames=4, store_frames=True
         ),
-        preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
+        preprocess=PreprocessConfig(
+            crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
+        ),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         report=ReportConfig(html=False, video=True),
     )
@@ -94,7 +100,9 @@ def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
         input=str(video),
         output=str(tmp_path / "local"),
         ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
-        preprocess=PreprocessConfig(rows=(-small_series.attrs["crop_rows"], None)),
+        preprocess=PreprocessConfig(
+            crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
+        ),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         report=ReportConfig(html=False, video=False),
     )

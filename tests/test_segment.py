@@ -6,24 +6,20 @@ import av
 import numpy as np
 import xarray as xr
 
-from sediment_xr.segment import (
-    analysed_window,
-    overlay,
-    paint,
-    write_segmented_pngs,
-    write_segmented_video,
-)
+from sediment_xr.segment import overlay, paint, write_segmented_pngs, write_segmented_video
 from sediment_xr.testing import raise_if_dask_computes
 
 COLORS = np.array([[10, 20, 30], [200, 100, 0], [0, 255, 0]], dtype=np.uint8)
 
 
-def labels_da(n=5, height=20, width=30, seed=0) -> xr.DataArray:
+def labels_da(n=5, height=13, width=25, seed=0) -> xr.DataArray:
+    """Labels of an analysed window of 13 x 25 pixels (rows 7-19 of the frame)."""
     rng = np.random.default_rng(seed)
     values = rng.integers(0, 3, size=(n, height, width)).astype(np.int8)
-    values[:, :7] = -1  # rows above the crop
-    values[:, :, 25:] = -1  # columns right of the crop
-    return xr.DataArray(values, dims=("time", "y", "x"))
+    values[1, 0, 0] = -1  # a pixel without data
+    return xr.DataArray(
+        values, dims=("time", "y", "x"), coords={"y": np.arange(7, 7 + height), "x": range(width)}
+    )
 
 
 def test_paint_known_answer_and_no_data():
@@ -49,11 +45,6 @@ def test_overlay_blends():
     np.testing.assert_array_equal(overlay(frames, seg, alpha=0.25).values, 125)
 
 
-def test_analysed_window_is_the_crop():
-    ys, xs = analysed_window(labels_da())
-    assert (ys, xs) == (slice(7, 20), slice(0, 25))
-
-
 def test_segmented_video_has_one_frame_per_label_frame(tmp_path):
     lab = labels_da(n=7).chunk({"time": 3})
     path = tmp_path / "segmented.mp4"
@@ -61,9 +52,19 @@ def test_segmented_video_has_one_frame_per_label_frame(tmp_path):
     with av.open(str(path)) as container:
         frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
     assert len(frames) == 7
-    # odd window (13 x 25) is cut to even for H.264
-    assert frames[0].shape == (12, 24, 3)
+    # an odd window (13 x 25) gets a black row and column for H.264
+    assert frames[0].shape == (14, 26, 3)
+    inside = frames[0][:13, :25].mean()
+    assert frames[0][13].mean() < inside / 2 and frames[0][:, 25].mean() < inside / 2
     assert not list(tmp_path.glob("*.partial*"))
+
+
+def test_segmented_video_of_a_one_row_window(tmp_path):
+    lab = labels_da(n=3, height=1, width=5)
+    assert write_segmented_video(lab, COLORS, tmp_path / "thin.mp4", fps=5) == 3
+    with av.open(str(tmp_path / "thin.mp4")) as container:
+        shapes = {f.to_ndarray(format="rgb24").shape for f in container.decode(video=0)}
+    assert shapes == {(2, 6, 3)}
 
 
 def test_segmented_pngs(tmp_path):
@@ -73,5 +74,5 @@ def test_segmented_pngs(tmp_path):
     names = write_segmented_pngs(labels_da(), COLORS, [0, 3], written.__setitem__)
     assert names == ["segmented/frame_000000.png", "segmented/frame_000003.png"]
     image = cv2.imdecode(np.frombuffer(written[names[1]], np.uint8), cv2.IMREAD_COLOR)
-    expected = paint(labels_da().isel(time=3, y=slice(7, 20), x=slice(0, 25)), COLORS).values
+    expected = paint(labels_da().isel(time=3), COLORS).values
     np.testing.assert_array_equal(cv2.cvtColor(image, cv2.COLOR_BGR2RGB), expected)

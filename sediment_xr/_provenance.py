@@ -1,0 +1,63 @@
+"""Provenance: CF ``history`` lines and the versions of the packages a result came from."""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any
+
+__all__ = ["PACKAGES", "append_history", "call_repr", "history_line", "package_versions"]
+
+#: Packages whose versions a run records (report, provenance).
+PACKAGES = (
+    "sediment_xr",
+    "numpy",
+    "xarray",
+    "dask",
+    "distributed",
+    "zarr",
+    "scikit-learn",
+    "dask-ml",
+    "opencv-python-headless",
+    "av",
+    "statsmodels",
+    "hvplot",
+    "bokeh",
+)
+
+
+def history_line(text: str) -> str:
+    """One CF ``history`` line: an ISO 8601 UTC timestamp, the package and what was done."""
+    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{now} sediment_xr: {text}"
+
+
+def append_history(attrs: dict[str, Any], text: str) -> dict[str, Any]:
+    """Return a copy of ``attrs`` with a :func:`history_line` of ``text`` appended."""
+    out = dict(attrs)
+    previous = out.get("history", "")
+    line = history_line(text)
+    out["history"] = f"{previous}\n{line}" if previous else line
+    return out
+
+
+def call_repr(func: str, source: str, **options: Any) -> str:
+    """``func('source', key=value, ...)`` for a history line (storage options never shown)."""
+    parts = [repr(source)]
+    for key, value in options.items():
+        if not isinstance(value, str | int | float | tuple | list | type(None)):
+            value = str(value)
+        parts.append(f"{key}={value!r}")
+    return f"{func}({', '.join(parts)})"
+
+
+def package_versions() -> dict[str, str]:
+    """Installed version of each of :data:`PACKAGES` (``not installed`` when missing)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = version(package)
+        except PackageNotFoundError:
+            versions[package] = "not installed"
+    return versions

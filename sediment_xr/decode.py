@@ -1,0 +1,275 @@
+"""Decoding frames: the dask task of each chunk, for videos (PyAV) and stills (OpenCV).
+
+Each task opens its own file or container (nothing open travels in the graph), decodes its
+frames and returns them with their ``frame_status``: a frame that cannot be decoded is
+skipped (pixels 0, status undecodable), never fatal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Mapping, Sequence
+from io import BytesIO
+from typing import Any
+
+import av
+import numpy as np
+from PIL import Image
+
+from sediment_xr._fs import is_url, open_binary, read_bytes, short
+from sediment_xr.exceptions import InputError
+from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE, fit_frame
+
+__all__ = [
+    "av_container",
+    "decode_chunk",
+    "decode_frames",
+    "decode_image",
+    "orientation",
+    "read_chunk",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# videos
+@contextlib.contextmanager
+def av_container(source: str, storage_options: Mapping[str, Any] | None) -> Iterator[Any]:
+    """Open a PyAV input container on a local path or an fsspec URL, and close it."""
+    with contextlib.ExitStack() as stack:
+        target: Any = source
+        if is_url(source):
+            target = stack.enter_context(open_binary(source, storage_options))
+        container = av.open(target, mode="r")
+        stack.callback(container.close)
+        yield container
+
+
+def decode_chunk(
+    source: str,
+    wanted_pts: Sequence[int],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dask task: decode a chunk of frames, skipping undecodable ones.
+
+    Parameters
+    ----------
+    source : str
+        Local path or fsspec URL.
+    wanted_pts : sequence of int
+        Presentation timestamps (stream time base), ascending; repeats allowed.
+    frame_size : (int, int), optional
+        Expected ``(height, width)`` of decoded frames (checked unless `out_size` is given).
+    out_size : (int, int), optional
+        ``(width, height)`` to resize each frame to.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(len(wanted_pts), height, width, 3)`` uint8 RGB frames (0 where undecodable) and
+        their uint8 ``frame_status``.
+    """
+    try:
+        return decode_frames(
+            source,
+            wanted_pts,
+            frame_size=frame_size,
+            out_size=out_size,
+            storage_options=storage_options,
+        )
+    except av.FFmpegError as err:
+        raise InputError(
+            f"{source}: reading frames at pts {min(wanted_pts)}..{max(wanted_pts)} failed "
+            f"({short(err)}); the file may have changed or become unreadable since it was "
+            "opened. Check it with ffprobe and run again."
+        ) from err
+
+
+def decode_frames(
+    source: str,
+    wanted_pts: Sequence[int],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    errors: list[str] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frames with the given timestamps (0 where not decoded) and their status.
+
+    Raises ``av.FFmpegError`` if the file cannot be opened or demuxed (errors of single
+    packets are skipped, and appended to ``errors``).
+    """
+    errors = [] if errors is None else errors
+    slots: dict[int, list[int]] = {}
+    for position, pts in enumerate(wanted_pts):
+        slots.setdefault(int(pts), []).append(position)
+    found: dict[int, np.ndarray] = {}
+    # First pass: seek to the key frame at/before the first wanted frame.  If the demuxer's
+    # index is off and the seek lands after it, or a frame did not decode there (its
+    # reference frames were before the seek point), decode again from the start.
+    for seek in (True, False):
+        if len(found) == len(slots):
+            break
+        _decode_pass(source, storage_options, slots, found, frame_size, out_size, seek, errors)
+    if found:
+        shape = next(iter(found.values())).shape
+    else:
+        height, width = frame_size or (0, 0)
+        if out_size is not None:
+            width, height = out_size
+        shape = (height, width, 3)
+    out = np.zeros((len(wanted_pts), *shape), dtype=np.uint8)
+    status = np.full(len(wanted_pts), FRAME_UNDECODABLE, dtype=np.uint8)
+    for pts, positions in slots.items():
+        if pts in found:
+            out[positions] = found[pts]
+            status[positions] = FRAME_OK
+    return out, status
+
+
+def _decode_pass(
+    source: str,
+    storage_options: Mapping[str, Any] | None,
+    slots: Mapping[int, list[int]],
+    found: dict[int, np.ndarray],
+    frame_size: tuple[int, int] | None,
+    out_size: tuple[int, int] | None,
+    seek: bool,
+    errors: list[str],
+) -> None:
+    """Decode forward (after a key-frame seek if `seek`) and store wanted frames in `found`."""
+    last = max(slots)
+    with av_container(source, storage_options) as container:
+        stream = container.streams.video[0]
+        stream.codec_context.thread_count = 1
+        if seek:
+            try:
+                container.seek(min(slots), stream=stream, backward=True, any_frame=False)
+            except av.FFmpegError:
+                return  # input cannot seek: the caller decodes from the start instead
+        for packet in container.demux(stream):
+            try:
+                decoded = packet.decode()
+            except av.FFmpegError as err:
+                errors.append(f"pts {packet.pts}: {short(err)}")
+                continue
+            for frame in decoded:
+                pts = frame.pts
+                if pts is None:
+                    continue
+                if pts > last:
+                    return
+                if pts in slots and pts not in found:
+                    where = f"{source} (frame at pts {pts})"
+                    rgb = frame.to_ndarray(format="rgb24")
+                    found[pts] = fit_frame(rgb, where, frame_size, out_size)
+                    if len(found) == len(slots):
+                        return
+
+
+# --------------------------------------------------------------------------------------------
+# stills
+def read_chunk(
+    files: Sequence[str],
+    *,
+    frame_size: tuple[int, int] | None = None,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Dask task: read and decode a chunk of images, skipping undecodable ones.
+
+    Parameters
+    ----------
+    files : sequence of str
+        Local paths or fsspec URLs.
+    frame_size : (int, int), optional
+        Expected ``(height, width)`` of decoded images (checked unless `out_size` is given).
+    out_size : (int, int), optional
+        ``(width, height)`` to resize each image to.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        ``(len(files), height, width, 3)`` uint8 RGB images, EXIF orientation applied (0
+        where undecodable), and their uint8 ``frame_status``.
+    """
+    if out_size is not None:
+        shape = (out_size[1], out_size[0], 3)
+    elif frame_size is not None:
+        shape = (*frame_size, 3)
+    else:
+        shape = None
+    decoded = []
+    for name in files:
+        rgb = decode_image(read_bytes(name, storage_options))
+        decoded.append(None if rgb is None else fit_frame(rgb, name, frame_size, out_size))
+    if shape is None:
+        shape = next((d.shape for d in decoded if d is not None), (0, 0, 3))
+    out = np.zeros((len(files), *shape), dtype=np.uint8)
+    status = np.full(len(files), FRAME_UNDECODABLE, dtype=np.uint8)
+    for position, rgb in enumerate(decoded):
+        if rgb is not None:
+            out[position] = rgb
+            status[position] = FRAME_OK
+    return out, status
+
+
+def decode_image(raw: bytes) -> np.ndarray | None:
+    """RGB uint8 pixels of encoded image bytes as shown (EXIF orientation applied), or None.
+
+    Decoded with OpenCV as stored (no EXIF rotation), then turned by the EXIF orientation tag
+    read with Pillow, so that the size read from the header and the pixels always agree.
+    """
+    import cv2
+
+    if not raw:
+        return None
+    try:
+        flags = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+        bgr = cv2.imdecode(np.frombuffer(raw, dtype=np.uint8), flags)
+    except cv2.error:
+        return None
+    if bgr is None:
+        return None
+    return _orient(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), orientation(raw))
+
+
+def orientation(raw: bytes | Image.Image) -> int:
+    """EXIF orientation tag (1-8) of image bytes or an open image; 1 when absent or invalid."""
+    try:
+        if isinstance(raw, Image.Image):
+            value = raw.getexif().get(0x0112, 1)
+        else:
+            # No DecompressionBombWarning: sizes were checked against MAX_FRAME_PIXELS, which
+            # is below Pillow's warning limit, and catching warnings is not thread-safe.
+            with Image.open(BytesIO(raw)) as image:
+                value = image.getexif().get(0x0112, 1)
+    except Exception:
+        return 1
+    return int(value) if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def _orient(image: np.ndarray, turn: int) -> np.ndarray:
+    """Apply an EXIF orientation to pixels stored as ``(y, x, channel)``.
+
+    The same transposes as :func:`PIL.ImageOps.exif_transpose`: 2 mirror, 3 rotate 180, 4 flip,
+    5 transpose, 6 rotate 90 clockwise, 7 transverse, 8 rotate 90 counter-clockwise.
+    """
+    turns = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.transpose(1, 0, 2),
+        6: lambda a: np.rot90(a, k=-1),
+        7: lambda a: a.transpose(1, 0, 2)[::-1, ::-1],
+        8: lambda a: np.rot90(a, k=1),
+    }
+    if turn in turns:
+        image = turns[turn](image)
+    return np.ascontiguousarray(image)

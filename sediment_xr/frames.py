@@ -1,0 +1,165 @@
+"""The frames array every opener returns, and what the openers share.
+
+A series of frames is a dask-backed :class:`xarray.DataArray` named ``"frames"`` with dims
+``(time, y, x, channel)``, dtype ``uint8``, RGB, chunked along ``time`` only, with
+coordinates ``time`` (datetime64[ns], naive UTC), ``frame`` (the frame's number in its
+source), ``y`` and ``x`` (pixel positions) and ``frame_status`` (lazy: computed by the same
+decode task as the pixels, see :data:`FRAME_STATUS_ATTRS`).  Each chunk is decoded by one
+task that opens its own file, so the graph holds only plain values and runs on
+``dask.distributed`` worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from sediment_xr.exceptions import NAMED, InputError, setting
+
+__all__ = [
+    "AUTO_CHUNK_BYTES",
+    "AUTO_CHUNK_MAX_FRAMES",
+    "FRAME_NOT_READ",
+    "FRAME_OK",
+    "FRAME_STATUS_ATTRS",
+    "FRAME_UNDECODABLE",
+    "MAX_FRAME_PIXELS",
+    "auto_chunk_frames",
+    "check_pixels",
+    "chunk_from_task",
+    "fit_frame",
+    "frames_array",
+    "status_from_task",
+    "too_many_pixels",
+    "whole",
+]
+
+#: ``frame_status`` of a frame never decoded: the fill value of a stored status not written.
+FRAME_NOT_READ: int = 0
+#: ``frame_status`` of a frame decoded without error.
+FRAME_OK: int = 1
+#: ``frame_status`` of a frame whose data cannot be decoded; its pixels are 0.
+FRAME_UNDECODABLE: int = 2
+#: CF flag attributes of the ``frame_status`` coordinate.
+FRAME_STATUS_ATTRS: dict[str, Any] = {
+    "long_name": "decoding status of each frame",
+    "flag_values": [FRAME_NOT_READ, FRAME_OK, FRAME_UNDECODABLE],
+    "flag_meanings": "not_read ok undecodable",
+    "comment": "undecodable frames (corrupt or missing data) are skipped; their pixels are 0",
+}
+#: Largest frame (width x height, here 8192 x 8192) opened.  Larger images and videos are
+#: refused before decoding: a few kilobytes of PNG can claim gigapixels (a decompression
+#: bomb), and one such frame fills a worker's memory.
+MAX_FRAME_PIXELS: int = 2**26
+#: Most decoded frames (bytes) in a chunk chosen by :func:`auto_chunk_frames`.
+AUTO_CHUNK_BYTES = 96 * 2**20
+#: Most frames in a chunk chosen by :func:`auto_chunk_frames`.
+AUTO_CHUNK_MAX_FRAMES = 32
+_DIMS = ("time", "y", "x", "channel")
+
+
+def auto_chunk_frames(width: int, height: int) -> int:
+    """Frames per chunk for frames of this size: up to 32 and about 96 MiB of RGB.
+
+    Measured on a 1024 x 1024 H.264 video (benchmarks/results.md): every chunk opens the
+    file, seeks to a key frame and decodes past its last frame (B-frames), about 4.5 ms per
+    frame more with 8-frame chunks than with 32. Larger chunks gain little more and hold
+    more memory per task (1024 x 1024: 32 frames; 1920 x 1080: 16; 3840 x 2160: 4).
+    """
+    frame_bytes = max(int(width) * int(height) * 3, 1)
+    return int(max(1, min(AUTO_CHUNK_MAX_FRAMES, AUTO_CHUNK_BYTES // frame_bytes)))
+
+
+def whole(array: xr.DataArray, dims: tuple[str, ...]) -> xr.DataArray:
+    """``array`` with each of ``dims`` in one dask chunk (numpy data are left as they are).
+
+    Only the data are rechunked: coordinates stay in memory (``DataArray.chunk`` would turn
+    them into dask arrays too).
+    """
+    if array.chunks is None:
+        return array
+    axes = {array.get_axis_num(d): -1 for d in dims if d in array.dims}
+    return array.copy(data=array.data.rechunk(axes))
+
+
+def frames_array(
+    data: da.Array,
+    status: da.Array,
+    times: np.ndarray,
+    numbers: np.ndarray,
+    time_source: str,
+    attrs: dict[str, Any],
+) -> xr.DataArray:
+    """Wrap a ``(time, y, x, channel)`` dask array and its status with coordinates."""
+    time_attrs = {
+        "standard_name": "time",
+        "long_name": "time of frame (UTC)",
+        "time_source": time_source,
+    }
+    coords = {
+        "time": ("time", np.asarray(times, dtype="datetime64[ns]"), time_attrs),
+        "frame": ("time", np.asarray(numbers, dtype=np.int64), {"long_name": "frame number"}),
+        "y": ("y", np.arange(data.shape[1], dtype=np.int64), {"long_name": "pixel row"}),
+        "x": ("x", np.arange(data.shape[2], dtype=np.int64), {"long_name": "pixel column"}),
+        "frame_status": ("time", status, dict(FRAME_STATUS_ATTRS)),
+    }
+    return xr.DataArray(data, dims=_DIMS, coords=coords, name="frames", attrs=attrs)
+
+
+def chunk_from_task(task: Any, count: int, height: int, width: int) -> da.Array:
+    """The frames of one chunk: item 0 of a delayed ``(frames, status)`` decode task."""
+    return da.from_delayed(
+        task[0],
+        shape=(count, height, width, 3),
+        dtype=np.uint8,
+        meta=np.empty((0, 0, 0, 0), dtype=np.uint8),
+    )
+
+
+def status_from_task(task: Any, count: int) -> da.Array:
+    """The ``frame_status`` of one chunk: item 1 of the same decode task as its pixels."""
+    return da.from_delayed(task[1], shape=(count,), dtype=np.uint8, meta=np.empty((0,), np.uint8))
+
+
+def too_many_pixels(name: str, seen: str) -> str:
+    """Message for a frame over :data:`MAX_FRAME_PIXELS`."""
+    limit = MAX_FRAME_PIXELS / 1e6
+    return (
+        f"{name} is over the limit of {limit:.0f} megapixels per frame ({seen}); larger "
+        "frames are refused: they may be decompression bombs, and would not fit a worker's "
+        "memory. If the images really are this large, downscale them first (e.g. `mogrify "
+        "-resize 8192x8192 *.png`)."
+    )
+
+
+def check_pixels(name: str, width: int, height: int, what: str = "frames") -> None:
+    """Refuse frames over :data:`MAX_FRAME_PIXELS` before anything is decoded."""
+    if int(width) * int(height) > MAX_FRAME_PIXELS:
+        raise InputError(too_many_pixels(name, f"{what} of {width}x{height} pixels"))
+
+
+def fit_frame(
+    image: np.ndarray,
+    name: str,
+    frame_size: tuple[int, int] | None,
+    out_size: tuple[int, int] | None,
+) -> np.ndarray:
+    """Resize a decoded frame to ``out_size`` ``(width, height)``, or check its size."""
+    import cv2
+
+    height, width = image.shape[:2]
+    if out_size is not None:
+        if (width, height) != tuple(out_size):
+            image = cv2.resize(image, tuple(out_size), interpolation=cv2.INTER_LINEAR)
+        return np.ascontiguousarray(image, dtype=np.uint8)
+    if frame_size is not None and (height, width) != tuple(frame_size):
+        size = (frame_size[1], frame_size[0])
+        raise InputError(
+            f"{name} is {width}x{height} pixels but the first frame is {size[0]}x{size[1]}; "
+            f"frames must share one size. Resize every frame with {setting('resize', size)}.",
+            settings=[("resize", size), ("resize", NAMED)],
+        )
+    return np.ascontiguousarray(image, dtype=np.uint8)

@@ -1,0 +1,260 @@
+"""The fitted cluster model: a small frozen object, saved as JSON (never pickle).
+
+A :class:`ClusterModel` holds what is needed to label any frame of the same camera: the
+centres, their colour space and the preprocessing they were fitted with.  Clusters are
+numbered by the brightness of their centre, darkest first, so ids mean the same thing from
+one run to the next.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import stat
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sediment_xr._fs import is_url, url_to_fs
+from sediment_xr._validate import COLOR_SPACES, MAX_CLUSTERS
+from sediment_xr.exceptions import ModelError
+from sediment_xr.preprocess import to_rgb
+
+__all__ = ["MAX_MODEL_BYTES", "ClusterModel"]
+
+_MODEL_FORMAT = "sediment_xr.ClusterModel/1"
+#: A model.json holds at most 100 centres: a few kilobytes.  Larger files are not models.
+MAX_MODEL_BYTES = 1_000_000
+_REFIT = "Refit the model (sediment-xr run --overwrite)."
+
+
+def _checksum(body: Mapping[str, Any]) -> str:
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+@dataclasses.dataclass(frozen=True)
+class ClusterModel:
+    """Fitted colour clusters: what is needed to label any frame of the same camera.
+
+    Attributes
+    ----------
+    centers : tuple of tuple of float
+        Cluster centres in the feature space, shape ``(n_clusters, 3)``, darkest first.
+    color_space : str
+        Feature space of the centres (see :data:`sediment_xr.preprocess.COLOR_SPACES`).
+    preprocess : dict
+        Preprocessing the centres were fitted with (crop rows/cols, CLAHE clip limit and
+        tile grid size). Apply the model to frames preprocessed the same way.
+    random_state, sample_size : int
+        Seed and number of sampled pixels of the fit.
+    n_frames_sampled : int
+        Number of frames the sample was drawn from.
+    inertia : float
+        Mean squared distance of the sample's pixels to their centre.
+    n_epochs : int
+        Passes of MiniBatch KMeans over the sample until the centres settled.
+    """
+
+    centers: tuple[tuple[float, ...], ...]
+    color_space: str
+    preprocess: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    random_state: int = 0
+    sample_size: int = 0
+    n_frames_sampled: int = 0
+    inertia: float = float("nan")
+    n_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        centers = np.asarray(self.centers, dtype=np.float64)
+        if centers.ndim != 2 or centers.shape[1] != 3 or not 2 <= len(centers) <= MAX_CLUSTERS:
+            raise ModelError(
+                f"a cluster model needs 2 to {MAX_CLUSTERS} centres of 3 values, but got shape "
+                f"{centers.shape}. {_REFIT}"
+            )
+        if not np.all(np.isfinite(centers)) or centers.min() < 0 or centers.max() > 255:
+            raise ModelError(
+                "a cluster model needs finite centres within 0-255, but got "
+                f"{centers.round(2).tolist()}. {_REFIT}"
+            )
+        if self.color_space not in COLOR_SPACES:
+            raise ModelError(
+                f"a cluster model needs a color_space in {', '.join(COLOR_SPACES)}, but got "
+                f"{self.color_space!r}. {_REFIT}"
+            )
+        object.__setattr__(self, "centers", tuple(tuple(float(v) for v in c) for c in centers))
+        object.__setattr__(self, "preprocess", dict(self.preprocess))
+
+    @property
+    def n_clusters(self) -> int:
+        """Number of clusters."""
+        return len(self.centers)
+
+    @property
+    def centers_array(self) -> np.ndarray:
+        """Centres as a float64 array ``(n_clusters, 3)`` in the feature space."""
+        return np.asarray(self.centers, dtype=np.float64)
+
+    @property
+    def center_rgb(self) -> np.ndarray:
+        """Centres as uint8 RGB ``(n_clusters, 3)``, as they look in the preprocessed image."""
+        pixels = np.clip(np.rint(self.centers_array), 0, 255).astype(np.uint8)
+        return to_rgb(pixels.reshape(-1, 1, 3), self.color_space).reshape(-1, 3)
+
+    def __repr__(self) -> str:
+        rgb = ", ".join("#{:02x}{:02x}{:02x}".format(*c) for c in self.center_rgb)
+        return (
+            f"<ClusterModel n_clusters={self.n_clusters} color_space={self.color_space!r} "
+            f"sample_size={self.sample_size} random_state={self.random_state} "
+            f"centres(RGB)=[{rgb}]>"
+        )
+
+    # -- persistence (JSON, never pickle) -------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-serialisable dict of the model, with a checksum of its content."""
+        body = {
+            "format": _MODEL_FORMAT,
+            "centers": [list(c) for c in self.centers],
+            "center_rgb": self.center_rgb.tolist(),
+            "color_space": self.color_space,
+            "n_clusters": self.n_clusters,
+            "preprocess": dict(self.preprocess),
+            "random_state": self.random_state,
+            "sample_size": self.sample_size,
+            "n_frames_sampled": self.n_frames_sampled,
+            "inertia": self.inertia,
+            "n_epochs": self.n_epochs,
+        }
+        body["sha256"] = _checksum(body)
+        return body
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "model") -> ClusterModel:
+        """Rebuild a model from :meth:`to_dict` output, checking its format and checksum."""
+        if not isinstance(data, Mapping) or data.get("format") != _MODEL_FORMAT:
+            raise ModelError(
+                f"{source} is not a sediment_xr cluster model (needs format {_MODEL_FORMAT!r}). "
+                "Point to a model.json written by sediment_xr, or refit."
+            )
+        if data.get("sha256") != _checksum({k: v for k, v in data.items() if k != "sha256"}):
+            raise ModelError(
+                f"{source} was modified after it was written (its checksum does not match). "
+                "Restore the original file, or fit a new model (leave out cluster.model, or "
+                "run with --overwrite)."
+            )
+        try:
+            return cls(
+                centers=tuple(tuple(c) for c in data["centers"]),
+                color_space=data["color_space"],
+                preprocess=data.get("preprocess", {}),
+                random_state=int(data.get("random_state", 0)),
+                sample_size=int(data.get("sample_size", 0)),
+                n_frames_sampled=int(data.get("n_frames_sampled", 0)),
+                inertia=float(data.get("inertia", float("nan"))),
+                n_epochs=int(data.get("n_epochs", 0)),
+            )
+        except ModelError:
+            raise
+        except (KeyError, TypeError, ValueError) as err:
+            raise ModelError(
+                f"{source} is not a valid cluster model ({err}). Refit with sediment-xr run."
+            ) from err
+
+    def to_json(self) -> str:
+        """Return the model as a JSON string."""
+        return json.dumps(self.to_dict(), indent=2)
+
+    @classmethod
+    def from_json(cls, text: str | bytes, *, source: str = "model") -> ClusterModel:
+        """Read a model from a JSON string written by :meth:`to_json`."""
+        if isinstance(text, str | bytes) and len(text) > MAX_MODEL_BYTES:
+            raise ModelError(
+                f"{source} is {len(text)} bytes, but a model.json is a few kilobytes (at most "
+                f"{MAX_MODEL_BYTES}). Point to the model.json written by sediment_xr."
+            )
+        try:
+            data = json.loads(text)
+        except (ValueError, TypeError, RecursionError) as err:
+            # ValueError: not JSON (JSONDecodeError) or not UTF-8; RecursionError: nested
+            # thousands of levels deep.
+            raise ModelError(
+                f"{source} is not valid JSON ({type(err).__name__}: {err}). Point to the "
+                "model.json written by sediment_xr, restore it, or refit."
+            ) from err
+        return cls.from_dict(data, source=source)
+
+    def save(
+        self, path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+    ) -> None:
+        """Write the model as JSON to a local path or an fsspec URL."""
+        target = os.fspath(path)
+        fs, fs_path = url_to_fs(target, storage_options)
+        fs.pipe(fs_path, self.to_json().encode("utf-8"))
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike[str], *, storage_options: Mapping[str, Any] | None = None
+    ) -> ClusterModel:
+        """Read a model saved with :meth:`save` (a local path or an fsspec URL).
+
+        Only regular files of at most :data:`MAX_MODEL_BYTES` are read: a FIFO, a device or
+        a huge file given as a model is refused before reading it.
+        """
+        source = os.fspath(path)
+        fs, fs_path = url_to_fs(source, storage_options)
+        if is_url(source):
+            info = fs.info(fs_path) if fs.exists(fs_path) else None
+            regular = info is not None and info.get("type") == "file"
+            size = (info or {}).get("size") or 0
+        else:
+            try:
+                st = os.stat(source)
+            except OSError:
+                st = None
+            regular = st is not None and stat.S_ISREG(st.st_mode)
+            size = st.st_size if st is not None else 0
+        if not regular:
+            what = "does not exist" if not fs.exists(fs_path) else "is not a regular file"
+            raise ModelError(
+                f"model file {source} {what}. Give the path of the model.json of an earlier run."
+            )
+        if size > MAX_MODEL_BYTES:
+            raise ModelError(
+                f"model file {source} is {size} bytes, but a model.json is a few kilobytes (at "
+                f"most {MAX_MODEL_BYTES}). Give the model.json of an earlier run."
+            )
+        raw = fs.cat(fs_path) if is_url(source) else Path(source).read_bytes()
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise ModelError(
+                f"model file {source} is not UTF-8 text. Give the model.json of an earlier run."
+            ) from err
+        return cls.from_json(text, source=source)
+
+    def mismatches(self, *, n_clusters: int, **preprocess: Any) -> list[str]:
+        """How the model differs from other settings (``"n_clusters: model 4, given 3"``).
+
+        Parameters
+        ----------
+        n_clusters : int
+            The number of clusters asked for.
+        **preprocess
+            ``color_space`` and the preprocessing settings asked for (``rows``, ``cols``,
+            ``clip_limit``, ``tile_grid_size``), compared with the model's.
+
+        Returns
+        -------
+        list of str
+            Empty when the model can be applied as asked.
+        """
+        seen = {"color_space": self.color_space, "n_clusters": self.n_clusters}
+        seen |= {k: self.preprocess.get(k) for k in preprocess if k != "color_space"}
+        wanted = {"n_clusters": n_clusters, **preprocess}
+        return [
+            f"{k}: model {seen[k]!r}, given {wanted[k]!r}" for k in wanted if seen[k] != wanted[k]
+        ]

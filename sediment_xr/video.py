@@ -1,0 +1,451 @@
+"""Open a video as a lazy ``(time, y, x, channel)`` array (PyAV / FFmpeg).
+
+Opening reads the packet index of the video stream (no decoding) and decodes the first frame
+once; each chunk of frames is decoded by its own task
+(:func:`sediment_xr.decode.decode_chunk`), which opens the video, seeks to the key frame at or
+before its first frame and decodes forward.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import datetime as dt
+import itertools
+import math
+import os
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Any
+
+import av
+import dask
+import dask.array as da
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from sediment_xr import _validate as check
+from sediment_xr._fs import (
+    check_storage_options,
+    is_url,
+    local_or_url,
+    missing_bucket,
+    short,
+    storage_errors,
+    url_to_fs,
+)
+from sediment_xr._provenance import call_repr, history_line
+from sediment_xr.decode import av_container, decode_chunk, decode_frames
+from sediment_xr.exceptions import (
+    NAMED,
+    InputError,
+    InputNotFoundError,
+    SedimentXRError,
+    SedimentXRWarning,
+    setting,
+)
+from sediment_xr.frames import (
+    FRAME_OK,
+    auto_chunk_frames,
+    check_pixels,
+    chunk_from_task,
+    frames_array,
+    status_from_task,
+)
+from sediment_xr.timeaxis import (
+    check_time_options,
+    offset_times,
+    parse_creation_time,
+    regular_times,
+)
+
+__all__ = ["open_video"]
+
+_EPOCH = pd.Timestamp("1970-01-01T00:00:00")
+# Frames tried from the start of the input for one that decodes, when opening.
+_FIRST_FRAME_TRIES = 16
+_TIME_SETTINGS = [("start_time", "2022-06-01"), ("frame_interval", "17h")]
+
+
+def open_video(
+    path_or_url: str | os.PathLike[str],
+    *,
+    fps: float | None = None,
+    resize: int | tuple[int, int] | None = None,
+    chunk_frames: int | None = None,
+    start_time: str | dt.datetime | np.datetime64 | pd.Timestamp | None = None,
+    frame_interval: str | dt.timedelta | np.timedelta64 | pd.Timedelta | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+) -> xr.DataArray:
+    """Open a video as a lazy ``(time, y, x, channel)`` array of RGB frames.
+
+    Parameters
+    ----------
+    path_or_url : str or os.PathLike
+        Local path, or an fsspec URL (``https://``, ``s3://``, ``gs://``, ``memory://``,
+        ``file://``...), of any video FFmpeg can read (MP4/H.264, MKV, AVI...).
+    fps : float, optional
+        Sample the video at this rate, like moviepy's ``iter_frames(fps=...)``: for target
+        times ``i / fps`` (``i = 0, 1, ...`` while not after the last frame), take the last
+        frame shown at or before that time.  Frames repeat if `fps` exceeds the video's rate.
+        Default: every frame.
+    resize : int or (int, int), optional
+        Output size: an int for a square, or ``(width, height)``.  Frames are resized with
+        ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``.  Default: the video's size.
+    chunk_frames : int, optional
+        Frames per dask chunk along ``time``. Default:
+        :func:`~sediment_xr.frames.auto_chunk_frames` (32 frames of 1024 x 1024).
+    start_time : str, datetime, numpy.datetime64 or pandas.Timestamp, optional
+        UTC time of the first frame.  Time zone aware values are converted to UTC.
+    frame_interval : str, datetime.timedelta, numpy.timedelta64 or pandas.Timedelta, optional
+        Time between consecutive *output* frames, e.g. ``"1h"`` or ``"17h"`` for a time-lapse
+        recorded at one frame per interval.  Needs `start_time`.
+    storage_options : mapping, optional
+        Passed to :func:`fsspec.open` for URLs (e.g. ``{"anon": True}``).
+
+    Returns
+    -------
+    xarray.DataArray
+        The frames (see :mod:`sediment_xr.frames`); ``frame`` is the 0-based index of the
+        frame in the video.
+
+    Raises
+    ------
+    InputNotFoundError
+        If the file does not exist.
+    InputError
+        If the file is empty, truncated (ends before the duration its header gives), not a
+        video FFmpeg can open, has no video stream, uses a codec FFmpeg cannot decode, has
+        frames over :data:`~sediment_xr.frames.MAX_FRAME_PIXELS`, or none of its first frames
+        decodes.
+    StorageError
+        If the file system or object store holding the file refuses access or times out.
+    ConfigError
+        If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid.
+
+    Warns
+    -----
+    SedimentXRWarning
+        If `start_time` is given without `frame_interval`: time is then the playback time of
+        the video, which is not real time for a time-lapse.  If neither `start_time`,
+        `frame_interval` nor the container's ``creation_time`` gives the time: time is then
+        the stream time counted from 1970-01-01.
+
+    Notes
+    -----
+    Lazy: opening reads the packet index (no decoding) and decodes the first frame once.  A
+    frame that fails to decode is skipped (pixels 0, ``frame_status`` undecodable) and
+    decoding goes on.
+
+    Time is, in order of preference: ``start_time + k * frame_interval`` for output frame
+    ``k``; ``start_time`` + the frame's presentation time in the stream (counted from the
+    first frame); the container's ``creation_time`` + stream time; 1970-01-01 + stream time.
+    The choice is stored in the ``time_source`` attribute of ``time``.
+    """
+    source = _as_source(path_or_url)
+    fps = check.check_fps(fps)
+    out_size = check.check_resize(resize)
+    chunk_frames = check.check_chunk_frames(chunk_frames)
+    options = check_storage_options(storage_options)
+    start, interval = check_time_options(start_time, frame_interval)
+
+    target = local_or_url(source)
+    _check_file(target, options)
+    probe = _probe_video(target, options)
+    if fps is None:
+        indices = list(range(len(probe.pts)))
+    else:
+        step = Fraction(fps).limit_denominator(1_000_000)
+        indices = _sample_indices(probe.pts, probe.time_base, step)
+    wanted = [probe.pts[i] for i in indices]
+    height, width = probe.frame_size
+    out_w, out_h = out_size if out_size is not None else (width, height)
+    check_pixels(target, out_w, out_h, "resized frames")
+    chunk_frames = chunk_frames or auto_chunk_frames(out_w, out_h)
+
+    blocks, statuses = [], []
+    for begin in range(0, len(wanted), chunk_frames):
+        chunk = wanted[begin : begin + chunk_frames]
+        task = dask.delayed(decode_chunk, pure=True, nout=2)(
+            target, chunk, frame_size=(height, width), out_size=out_size, storage_options=options
+        )
+        blocks.append(chunk_from_task(task, len(chunk), out_h, out_w))
+        statuses.append(status_from_task(task, len(chunk)))
+
+    offsets = _stream_offsets_ns(wanted, probe.pts[0], probe.time_base)
+    times, time_source = _video_times(target, start, interval, offsets, probe.creation_time)
+    call = call_repr(
+        "sediment_xr.open_video",
+        source,
+        fps=fps,
+        resize=resize,
+        chunk_frames=chunk_frames,
+        start_time=start_time,
+        frame_interval=frame_interval,
+    )
+    attrs = {
+        "long_name": "video frames",
+        "source": source,
+        "source_files": [source],
+        "channel_order": "RGB",
+        "history": history_line(call),
+    }
+    return frames_array(
+        da.concatenate(blocks, axis=0),
+        da.concatenate(statuses, axis=0),
+        times,
+        np.asarray(indices, dtype=np.int64),
+        time_source,
+        attrs,
+    )
+
+
+def _video_times(
+    target: str,
+    start: pd.Timestamp | None,
+    interval: pd.Timedelta | None,
+    offsets: np.ndarray,
+    creation_time: str | None,
+) -> tuple[np.ndarray, str]:
+    """The frames' times and where they come from (see :func:`open_video`)."""
+    if interval is not None:
+        return regular_times(start, interval, len(offsets)), "frame_interval"
+    if start is not None:
+        warnings.warn(
+            SedimentXRWarning(
+                f"{target}: time is start_time + the video's playback time, because "
+                "frame_interval is not given; the playback time of a time-lapse video is not "
+                "real time (331 frames may span 8 months). Give frame_interval (the time "
+                f"between frames), e.g. {setting('frame_interval', '17h')}.",
+                settings=[("start_time", NAMED), ("frame_interval", NAMED), _TIME_SETTINGS[1]],
+            ),
+            stacklevel=3,
+        )
+        return offset_times(start, offsets), "start_time+stream"
+    created = parse_creation_time(creation_time)
+    if created is not None:
+        return offset_times(created, offsets), "creation_time+stream"
+    warnings.warn(
+        SedimentXRWarning(
+            f"{target} has no usable creation_time metadata and no start_time was given, so "
+            "time is the stream time counted from 1970-01-01T00:00:00. Give start_time (and "
+            f"frame_interval for a time-lapse), e.g. {setting(*_TIME_SETTINGS[0])} and "
+            f"{setting(*_TIME_SETTINGS[1])}.",
+            settings=[*_TIME_SETTINGS, ("start_time", NAMED), ("frame_interval", NAMED)],
+        ),
+        stacklevel=3,
+    )
+    return offset_times(_EPOCH, offsets), "epoch+stream"
+
+
+def _as_source(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise InputError(
+            f"open_video needs a path or URL string, but got {value!r} "
+            f"({type(value).__name__}). Give e.g. open_video('data/camera.mp4')."
+        )
+    return value
+
+
+def _check_file(source: str, storage_options: dict[str, Any]) -> None:
+    """Raise if a video file is missing, a folder or empty."""
+    folder = (
+        f"{source} is a folder, but a video input is one file. For a folder of still images "
+        f"use open_images({source!r}) (in a config: the folder as input)."
+    )
+    if is_url(source):
+        fs, path = url_to_fs(source, storage_options)
+        with storage_errors(source):
+            if not fs.exists(path):
+                raise InputNotFoundError(
+                    f"{source} does not exist{missing_bucket(source, fs, path)}; a video input "
+                    "needs a video file. Check the URL and storage_options."
+                )
+            if fs.isdir(path):
+                raise InputError(folder)
+            size = fs.size(path)
+    else:
+        if not os.path.exists(source):
+            raise InputNotFoundError(
+                f"{source} does not exist; a video input needs a video file. Check the path "
+                f"(working directory: {os.getcwd()})."
+            )
+        if os.path.isdir(source):
+            raise InputError(folder)
+        size = os.path.getsize(source)
+    if size == 0:
+        raise InputError(
+            f"{source} is empty (0 bytes); a video input needs a file with frames. The "
+            "download or copy probably failed: fetch the file again."
+        )
+
+
+@dataclass(frozen=True)
+class _VideoProbe:
+    pts: list[int]
+    time_base: Fraction
+    frame_size: tuple[int, int]
+    creation_time: str | None
+
+
+def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
+    """Read the video stream's packet index and decode its first frame (client side)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            with storage_errors(source):
+                container = stack.enter_context(av_container(source, storage_options))
+        except SedimentXRError:
+            raise
+        except Exception as err:
+            raise InputError(
+                f"{source} cannot be opened by FFmpeg ({short(err)}); a video input must be "
+                "a file FFmpeg can read (MP4/H.264, MKV, AVI...). Check that it is a complete "
+                "video and not, e.g., an HTML error page or text saved with a video extension."
+            ) from err
+        streams = container.streams.video
+        if not streams:
+            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            raise InputError(
+                f"{source} has no video stream (streams: {', '.join(kinds)}); a video input "
+                "needs a video stream. Check that this is the video, not its audio track or "
+                "subtitles."
+            )
+        stream = streams[0]
+        if stream.codec_context is None:
+            raise InputError(
+                f"{source}: its video stream uses a codec this FFmpeg build cannot decode; a "
+                "video input needs a codec FFmpeg decodes (H.264, HEVC, MJPEG, FFV1, VP9...). "
+                "Re-encode it, e.g. `ffmpeg -i in.avi -c:v libx264 -crf 18 out.mp4`."
+            )
+        check_pixels(source, stream.codec_context.width, stream.codec_context.height)
+        time_base = stream.time_base
+        creation = {**stream.metadata, **container.metadata}.get("creation_time")
+        try:
+            packets = [
+                (int(packet.pts), int(packet.duration or 0))
+                for packet in container.demux(stream)
+                if packet.pts is not None and packet.size > 0 and not packet.is_discard
+            ]
+        except Exception as err:
+            raise InputError(
+                f"{source} cannot be read to its end by FFmpeg ({short(err)}); a video input "
+                "needs a complete file. The file may be truncated: download or copy it again."
+            ) from err
+        declared = _declared_duration(container, stream)
+        pts = sorted({p for p, _ in packets})
+
+    if not pts and declared:
+        raise InputError(
+            f"{source} is truncated: its header gives {float(declared):.3f} s of video but no "
+            "frame is there; a video input needs a complete file. Download or copy it again."
+        )
+    if not pts:
+        raise InputError(
+            f"{source} has a video stream but 0 frames; a video input needs at least one "
+            "decodable frame. The recording is empty or truncated: check it with ffprobe."
+        )
+    if time_base is None:
+        raise InputError(
+            f"{source} has a video stream without a time base; a video input needs frame "
+            "timestamps. Re-mux the file, e.g. `ffmpeg -i in -c copy out.mkv`."
+        )
+    _check_not_truncated(source, packets, pts, Fraction(time_base), declared)
+    first = _first_decodable_frame(source, pts, storage_options)
+    return _VideoProbe(
+        pts=pts,
+        time_base=Fraction(time_base),
+        frame_size=(int(first.shape[0]), int(first.shape[1])),
+        creation_time=creation,
+    )
+
+
+def _declared_duration(container: Any, stream: Any) -> Fraction | None:
+    """Duration (seconds) the file's header gives for the video stream, or None.
+
+    Only where the header states it: an MP4/MOV track's own duration, or an MKV/WebM
+    segment's duration when the video is its only stream.  FFmpeg fills in other durations
+    by estimating (from other streams, or the bit rate), which would not show truncation.
+    """
+    formats = set(container.format.name.split(","))
+    if formats & {"mov", "mp4"} and stream.duration and stream.time_base is not None:
+        return stream.duration * Fraction(stream.time_base)
+    if formats & {"matroska", "webm"} and len(container.streams) == 1 and container.duration:
+        return Fraction(container.duration, av.time_base)
+    return None
+
+
+def _check_not_truncated(
+    source: str,
+    packets: Sequence[tuple[int, int]],
+    pts: Sequence[int],
+    time_base: Fraction,
+    declared: Fraction | None,
+) -> None:
+    """Raise if the frames end well before the duration the file's header declares.
+
+    A download or copy cut short keeps its header: FFmpeg then reads the frames that are
+    there without an error, and the run would look complete with part of the video.
+    """
+    if declared is None:
+        return
+    steps = [b - a for a, b in itertools.pairwise(pts) if b > a]
+    last_duration = max((d for p, d in packets if p == pts[-1]), default=0)
+    step = last_duration or (int(np.median(steps)) if steps else 0)
+    if step <= 0:
+        return
+    found = (pts[-1] - pts[0] + step) * time_base
+    # The last frame's duration is exact when the file stores it; otherwise allow for a last
+    # frame shown longer than the others.
+    slack = Fraction(1, 2) if last_duration else Fraction(3, 2)
+    if declared - found > slack * step * time_base:
+        raise InputError(
+            f"{source} is truncated: its header gives {float(declared):.3f} s of video but its "
+            f"{len(pts)} frames end at {float(found):.3f} s; a video input needs a complete "
+            "file. Download or copy it again; to analyse only the frames that are there, "
+            "re-mux them first: `ffmpeg -i in.mkv -c copy complete.mkv`."
+        )
+
+
+def _first_decodable_frame(
+    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None
+) -> np.ndarray:
+    """Decode the first frame; if it is damaged, the first of the next few that decodes."""
+    errors: list[str] = []
+    for wanted in (list(pts[:1]), list(pts[1:_FIRST_FRAME_TRIES])):
+        if not wanted:
+            continue
+        try:
+            frames, status = decode_frames(
+                source, wanted, storage_options=storage_options, errors=errors
+            )
+        except av.FFmpegError as err:
+            errors.append(short(err))
+            continue
+        ok = np.flatnonzero(status == FRAME_OK)
+        if ok.size:
+            return frames[ok[0]]
+    count = min(len(pts), _FIRST_FRAME_TRIES)
+    which = f"its {count} frames" if count == len(pts) else f"its first {count} frames"
+    seen = f" ({errors[0]})" if errors else ""
+    raise InputError(
+        f"{source}: none of {which} can be decoded{seen}; a video input needs decodable "
+        "frames. The file is damaged or uses a codec this FFmpeg build lacks: check it with "
+        "ffprobe, or re-encode it (`ffmpeg -i in -c:v libx264 out.mp4`)."
+    )
+
+
+def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> list[int]:
+    """Indices of the frames shown at times ``i / fps`` (moviepy ``iter_frames`` sampling)."""
+    times = [(p - pts[0]) * time_base for p in pts]
+    count = math.floor(times[-1] * fps) + 1
+    return [bisect.bisect_right(times, Fraction(i) / fps) - 1 for i in range(count)]
+
+
+def _stream_offsets_ns(pts: Sequence[int], pts0: int, time_base: Fraction) -> np.ndarray:
+    """Presentation times relative to the first frame, in integer nanoseconds."""
+    return np.array([round((p - pts0) * time_base * 10**9) for p in pts], dtype=np.int64)
