@@ -12,11 +12,12 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["LUT_MIN_PIXELS", "build_lut", "label_frames", "nearest"]
+__all__ = ["LUT_MIN_PIXELS", "build_lut", "count_labels", "label_frames", "nearest"]
 
-#: Pixels from which labelling through a lookup table pays for building it (~0.08 s for 4
-#: centres, about what the loop takes for 20 frames of 1024 x 400).
-LUT_MIN_PIXELS = 1_000_000
+#: Pixels from which labelling through a lookup table pays for building it: the table takes
+#: ~0.06 s for 4 centres, what the loop over the centres takes for ~20 million pixels
+#: (50 frames of 1024 x 400); then it is ~5x faster per pixel.
+LUT_MIN_PIXELS = 20_000_000
 
 
 @numba.njit(cache=True, nogil=True)
@@ -66,6 +67,47 @@ def _lut_labels(pixels, lut, labels):  # pragma: no cover - compiled
             (np.int64(pixels[i, 0]) << 16) | (np.int64(pixels[i, 1]) << 8) | np.int64(pixels[i, 2])
         )
         labels[i] = lut[key]
+
+
+@numba.njit(cache=True, nogil=True)
+def _count(rows, counts):  # pragma: no cover - compiled
+    # Four byte histograms, filled in turn: no branch and no chain of increments of one
+    # counter, ~6x faster than np.bincount on a frame of labels.
+    k = counts.shape[1]
+    for t in range(rows.shape[0]):
+        h0 = np.zeros(256, np.int64)
+        h1 = np.zeros(256, np.int64)
+        h2 = np.zeros(256, np.int64)
+        h3 = np.zeros(256, np.int64)
+        row = rows[t]
+        n = row.shape[0]
+        i = 0
+        while i + 4 <= n:
+            h0[row[i]] += 1
+            h1[row[i + 1]] += 1
+            h2[row[i + 2]] += 1
+            h3[row[i + 3]] += 1
+            i += 4
+        while i < n:
+            h0[row[i]] += 1
+            i += 1
+        for j in range(k):
+            counts[t, j] = h0[j] + h1[j] + h2[j] + h3[j]
+
+
+def count_labels(labels: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Pixels of each label per frame: int labels ``(t, ...)`` -> int64 ``(t, n_clusters)``.
+
+    Labels outside ``0 .. n_clusters - 1`` (no data) are not counted.
+    """
+    rows = np.ascontiguousarray(labels).reshape(labels.shape[0], -1)
+    if rows.dtype.itemsize != 1:  # any other integers: outside 0..k-1 becomes byte 255
+        rows = np.where((rows >= 0) & (rows < n_clusters), rows, 255)
+    counts = np.zeros((rows.shape[0], int(n_clusters)), dtype=np.int64)
+    _count(
+        rows.astype(np.uint8, copy=False) if rows.dtype != np.int8 else rows.view(np.uint8), counts
+    )
+    return counts
 
 
 def nearest(pixels: np.ndarray, centers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -382,8 +382,9 @@ def label(features: xr.DataArray, model: ClusterModel) -> xr.DataArray:
 
     Notes
     -----
-    Lazy: one task per time chunk, plus (on dask) one task that builds a lookup table of the
-    nearest centre of every colour, shared by all chunks.
+    Lazy: one task per time chunk, plus (for more than
+    :data:`~sediment_xr._kernels.LUT_MIN_PIXELS` pixels) one task that builds a lookup table
+    of the nearest centre of every colour, shared by all chunks.
     """
     if not isinstance(model, ClusterModel):
         raise ModelError(f"label needs a ClusterModel, but got {type(model).__name__}.")
@@ -409,11 +410,9 @@ def label(features: xr.DataArray, model: ClusterModel) -> xr.DataArray:
     if status is not None:
         args.append(status)
         core.append([])
-    if lazy:
-        args.append(_lut_array(centers))
-        core.append(["color"])
-    elif features.size // 3 >= LUT_MIN_PIXELS:
-        args.append(xr.DataArray(build_lut(centers), dims=["color"]))
+    if features.size // 3 >= LUT_MIN_PIXELS:  # a table of the nearest centre of each colour
+        table = _lut_array(centers) if lazy else xr.DataArray(build_lut(centers), dims="color")
+        args.append(table)
         core.append(["color"])
     out = xr.apply_ufunc(
         _label_block,

@@ -38,6 +38,7 @@ __all__ = [
     "PreprocessConfig",
     "ReportConfig",
     "apply_overrides",
+    "changed_keys",
     "config_from_dict",
     "dump_config",
     "load_config",
@@ -299,6 +300,16 @@ class Config(_Section):
         parts = [stages[stage], *extra]
         text = json.dumps(parts, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested mappings of config data."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = []
+        for key in sorted(set(old) | set(new)):
+            keys += changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
+        return keys
+    return [prefix.rstrip(".")] if old != new else []
 
 
 def stage_settings(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

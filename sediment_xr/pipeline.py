@@ -34,7 +34,7 @@ from sediment_xr import __version__
 from sediment_xr._fs import files_signature
 from sediment_xr._provenance import history_line
 from sediment_xr.cluster import fit_kmeans, label, sample_pixels, sample_positions
-from sediment_xr.config import Config, dump_config, redacted_dict, stage_settings
+from sediment_xr.config import Config, changed_keys, dump_config, redacted_dict, stage_settings
 from sediment_xr.coverage import cover, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
@@ -52,7 +52,6 @@ from sediment_xr.scheduler import (
 from sediment_xr.store import (
     LAYOUT,
     OUTPUT_FILES,
-    REPORT_FILES,
     Output,
     chunk_bounds,
     chunk_writes,
@@ -60,7 +59,7 @@ from sediment_xr.store import (
 )
 from sediment_xr.tables import clusters_summary, cover_table, summary_text
 from sediment_xr.trend import fit_trends
-from sediment_xr.visuals import write_report_files
+from sediment_xr.visuals import remove_stale_report_files, write_report_files
 
 __all__ = ["KEEP_SAMPLE_BYTES", "RunResult", "check", "load_model", "open_input", "run"]
 
@@ -229,15 +228,6 @@ class _Plan:
     old_report: Any
 
 
-def _changed_keys(old: Any, new: Any, prefix: str = "") -> list[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        keys = []
-        for key in sorted(set(old) | set(new)):
-            keys += _changed_keys(old.get(key), new.get(key), f"{prefix}{key}.")
-        return keys
-    return [prefix.rstrip(".")] if old != new else []
-
-
 def _plan(
     config: Config, out: Output, frames: xr.DataArray, overwrite: bool, say: Callable
 ) -> _Plan:
@@ -252,7 +242,7 @@ def _plan(
     if state is not None and (
         state.get("fingerprint_cube") != fp_cube or state.get("fingerprint_model") != fp_model
     ):
-        changed = _changed_keys(
+        changed = changed_keys(
             stage_settings(state.get("config", {}))["model"], stage_settings(resolved)["model"]
         )
         if state.get("layout") != LAYOUT:
@@ -414,6 +404,7 @@ def _label(
         variables["frames"] = window
     n_chunks = len(plan.bounds)
     todo = {i for stage, fp in marks for i in pending(out.done_chunks(stage, fp), n_chunks)}
+    relabel = bool(pending(out.done_chunks("label", plan.fp_model), n_chunks))
     if todo:
         say(f"label: {len(todo)} of {n_chunks} chunks of {labels.sizes['time']} frames")
         for stage, fp in marks:
@@ -424,7 +415,7 @@ def _label(
         del features, labels, percent, variables, window
         lock.check()
         compute_tasks(tasks, desc="label", progress=progress, hold=hold)
-        computed.append("label")
+        computed.append("label" if relabel else "frames")  # frames only: same labels
     for stage, fp in marks:
         missing = pending(out.done_chunks(stage, fp), len(plan.bounds))
         if missing:
@@ -483,8 +474,7 @@ def _outputs(
     out.write_text("trend_summary.txt", summary_text(xr.Dataset(series), trend))
     out.write_text("clusters.json", json.dumps(clusters, indent=2))
     out.write_text("config.resolved.yaml", dump_config(config))
-    if plan.old_report is not None and plan.old_report != redacted_dict(config)["report"]:
-        out.remove(*REPORT_FILES)  # the report section changed: its files are made again
+    remove_stale_report_files(out, plan.old_report or {}, redacted_dict(config)["report"])
     computed += write_report_files(
         out,
         out.open_cube(),

@@ -20,7 +20,12 @@ from sediment_xr.model import ClusterModel
 from sediment_xr.store import Output
 from sediment_xr.trend import summary_statistics
 
-__all__ = ["example_position", "report_inputs", "write_report_files"]
+__all__ = [
+    "example_position",
+    "remove_stale_report_files",
+    "report_inputs",
+    "write_report_files",
+]
 
 
 def example_position(cube: xr.Dataset, wanted: int | None) -> int:
@@ -85,6 +90,18 @@ def report_inputs(
         "config_yaml": dump_config(config),
         "versions": package_versions(),
     }
+
+
+def remove_stale_report_files(out: Output, old: Mapping[str, Any], new: Mapping[str, Any]) -> None:
+    """Remove the report files a changed ``report`` section no longer asks for as they are."""
+    if not old:
+        return
+    if (old.get("video"), old.get("video_fps")) != (new["video"], new["video_fps"]):
+        out.remove("segmented.mp4")
+    if old.get("png_frames") != new["png_frames"]:
+        out.remove("segmented")
+    if not new["html"]:
+        out.remove("report.html")
 
 
 def write_report_files(

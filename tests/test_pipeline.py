@@ -448,3 +448,33 @@ def test_changed_report_section_is_applied_on_rerun(tmp_path):
     no_video = dataclasses.replace(slower, report=dataclasses.replace(slower.report, video=False))
     pipeline.run(no_video, progress=False)
     assert not (out / "segmented.mp4").exists()
+
+
+def test_toggling_store_frames_never_refits_or_relabels(tmp_path):
+    config = shr_config(tmp_path)
+    first = pipeline.run(config, progress=False)
+    stored = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, store_frames=True)
+    )
+    again = pipeline.run(stored, progress=False)  # no --overwrite needed
+    assert again.computed == ("frames",)  # the frames are written; no fit, no new labels
+    assert again.model == first.model
+    pd.testing.assert_frame_equal(again.cover, first.cover)
+    cube = open_cube(config)
+    window = sx.crop(pipeline.check(config), rows=[-400, None])
+    np.testing.assert_array_equal(cube["frames"].values, window.values)
+    off = pipeline.run(config, progress=False)
+    assert off.computed == () and "frames" not in open_cube(config)
+    assert sx.open_results(config.output).attrs["sediment_xr_complete"] is True
+
+
+def test_changing_only_the_report_or_dask_settings_recomputes_nothing(tmp_path):
+    config = shr_config(tmp_path)
+    pipeline.run(config, progress=False)
+    quiet = dataclasses.replace(
+        config,
+        report=dataclasses.replace(config.report, html=False),
+        dask=dataclasses.replace(config.dask, n_workers=3),
+    )
+    assert pipeline.run(quiet, progress=False).computed == ()
+    assert not Path(config.output, "report.html").exists()
