@@ -637,7 +637,8 @@ def run_sx(
     marks = {
         "cluster_up": mon.first(r"^dask dashboard:"),
         "sample_start": mon.first(r"^cluster: sampling"),
-        "sample_end": mon.first(r"^cluster: sample of"),
+        # ("sample: 100%": the progress bar of sediment_xr before the one pipeline)
+        "sample_end": mon.first(r"^cluster: sample of") or mon.first(r"^sample: 100%"),
         "fit_end": mon.first(r"^cluster: <ClusterModel"),
         "label_start": mon.first(r"^label: \d+ of \d+ chunks"),
         "label_end": mon.first(r"^label: 100%"),
@@ -1182,7 +1183,9 @@ def summarize(res: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
                 "sample_fit+label_per_frame_ms": 1e3 * median(with_fit),
                 "stored_mib_median": median([r[str(n)]["stored_bytes"] for r in reps]) / MIB,
                 "stages_s_median": {
-                    k: median([st[k] for st in stages if st[k] is not None]) for k in stages[0]
+                    k: median(values) if values else None
+                    for k in stages[0]
+                    for values in [[st[k] for st in stages if st[k] is not None]]
                 },
                 "worker_peak_rss_mib_max": max(
                     max(r[str(n)]["worker_peak_rss_mib"] or [float("nan")]) for r in reps

@@ -17,7 +17,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from sediment_xr import _validate as check
 from sediment_xr import _yaml
@@ -78,8 +78,6 @@ def reword(err: BaseException) -> str:
 class _Section:
     """A config section: checks and normalises its keys when it is made."""
 
-    KEY: ClassVar[str] = ""
-
     def __post_init__(self) -> None:
         try:
             for f in dataclasses.fields(self):
@@ -121,7 +119,6 @@ class IngestConfig(_Section):
     (:func:`sediment_xr.frames.auto_chunk_frames`).
     """
 
-    KEY: ClassVar[str] = "ingest"
     fps: float | None = _key(None, check.check_fps)
     resize: tuple[int, int] | None = _key(None, check.check_resize)
     start_time: str | None = _key(None, _start_time)
@@ -137,7 +134,6 @@ class IngestConfig(_Section):
 class CropConfig(_Section):
     """The analysed window: rows and columns, Python slice semantics (the lesson's bottom 400)."""
 
-    KEY: ClassVar[str] = "preprocess.crop"
     rows: tuple[int | None, int | None] | None = _key((-400, None), check.check_crop_bounds)
     cols: tuple[int | None, int | None] | None = _key(None, check.check_crop_bounds)
 
@@ -146,7 +142,6 @@ class CropConfig(_Section):
 class ClaheConfig(_Section):
     """CLAHE on the HSV value (the lesson's settings)."""
 
-    KEY: ClassVar[str] = "preprocess.clahe"
     clip_limit: float = _key(2.0, check.check_clip_limit)
     tile_grid_size: tuple[int, int] = _key((8, 8), check.check_tile_grid_size)
 
@@ -155,7 +150,6 @@ class ClaheConfig(_Section):
 class PreprocessConfig(_Section):
     """Crop, CLAHE and colour space."""
 
-    KEY: ClassVar[str] = "preprocess"
     crop: CropConfig = dataclasses.field(default_factory=CropConfig)
     clahe: ClaheConfig = dataclasses.field(default_factory=ClaheConfig)
     color_space: str = _key("bgr", check.check_color_space)
@@ -183,7 +177,6 @@ class ClusterConfig(_Section):
     it is applied as it is, and no new model is fitted.
     """
 
-    KEY: ClassVar[str] = "cluster"
     n_clusters: int = _key(4, check.check_n_clusters)
     sample_size: int = _key(200_000, check.check_sample_size)
     random_state: int = _key(0, check.check_random_state)
@@ -219,7 +212,6 @@ def _memory_limit(value: Any, name: str) -> str:
 class DaskConfig(_Section):
     """Where to compute: an existing scheduler, or an embedded LocalCluster."""
 
-    KEY: ClassVar[str] = "dask"
     scheduler: str | None = _key(None, _scheduler)
     n_workers: int = _key(2, lambda v, n: check.check_int(v, n, low=1, high=512, example=2))
     threads_per_worker: int = _key(
@@ -244,7 +236,6 @@ def _example_frame(value: Any, name: str) -> int | None:
 class ReportConfig(_Section):
     """What is drawn and written for the analyst besides the tables."""
 
-    KEY: ClassVar[str] = "report"
     html: bool = _key(True, check.check_bool)
     video: bool = _key(True, check.check_bool)
     video_fps: int = _key(10, lambda v, n: check.check_int(v, n, low=1, high=240, example=10))

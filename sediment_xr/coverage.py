@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 import numpy as np
 import xarray as xr
@@ -17,7 +16,6 @@ __all__ = [
     "check_classes",
     "classes_from_names",
     "cover",
-    "cover_from_counts",
     "merge_classes",
 ]
 
@@ -44,29 +42,26 @@ def _n_clusters_of(labels: xr.DataArray) -> int:
     return int(max(values)) + 1
 
 
-def cover_from_counts(counts: xr.DataArray | np.ndarray, **coords: Any) -> xr.DataArray:
-    """Percent cover from pixel counts ``(time, cluster)``: each row divided by its total.
+def _percent(counts: np.ndarray) -> np.ndarray:
+    """Percent of each row's total, along the last axis (NaN for a row without pixels)."""
+    total = counts.sum(axis=-1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, 100.0 * counts / total, np.nan)
 
-    Frames without any analysed pixel get NaN cover.
-    """
-    counts = (
-        xr.DataArray(counts, dims=("time", "cluster"))
-        if not isinstance(counts, xr.DataArray)
-        else counts
-    )
-    total = counts.sum("cluster")
-    out = (100.0 * counts / total.where(total > 0)).astype(np.float64)
-    out = out.assign_coords(cluster=np.arange(counts.sizes["cluster"]), **coords)
-    out.name = "cover"
-    out.attrs = {
-        "long_name": "percent cover of each cluster in the analysed area",
-        "units": "percent",
-        "valid_min": 0.0,
-        "valid_max": 100.0,
-        "cell_methods": "y: x: sum (fraction of analysed pixels)",
-    }
-    out["cluster"].attrs = {"long_name": "cluster id (0 = darkest centre)"}
-    return out
+
+def _cover_frames(block: np.ndarray, n_clusters: int) -> np.ndarray:
+    """Kernel of :func:`cover`: percent of each frame's analysed pixels in each cluster."""
+    return _percent(_count_frames(block, n_clusters))
+
+
+_COVER_ATTRS = {
+    "long_name": "percent cover of each cluster in the analysed area",
+    "units": "percent",
+    "valid_min": 0.0,
+    "valid_max": 100.0,
+    "cell_methods": "y: x: sum (fraction of analysed pixels)",
+}
+_CLUSTER_ATTRS = {"long_name": "cluster id (0 = darkest centre)"}
 
 
 def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArray:
@@ -87,7 +82,8 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
 
     Notes
     -----
-    Lazy: one ``bincount`` per time chunk.
+    Lazy: one task per time chunk counts each frame's labels and divides by its analysed
+    pixels.
     """
     if not np.issubdtype(labels.dtype, np.integer):
         raise InputError(
@@ -97,21 +93,21 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
         n_clusters = _n_clusters_of(labels)
     if labels.chunks is not None:
         labels = whole(labels, ("y", "x"))
-    counts = xr.apply_ufunc(
-        _count_frames,
+    out = xr.apply_ufunc(
+        _cover_frames,
         labels,
         kwargs={"n_clusters": int(n_clusters)},
         input_core_dims=[["y", "x"]],
         output_core_dims=[["cluster"]],
         dask="parallelized",
-        output_dtypes=[np.int64],
+        output_dtypes=[np.float64],
         dask_gufunc_kwargs={"output_sizes": {"cluster": int(n_clusters)}},
         keep_attrs=True,  # the coordinates' attrs; the array's own are set below
     )
-    out = cover_from_counts(counts)
-    out.attrs["history"] = append_history(
-        {"history": labels.attrs.get("history", "")}, "percent cover per frame and cluster"
-    )["history"]
+    out = out.assign_coords(cluster=("cluster", np.arange(n_clusters), _CLUSTER_ATTRS))
+    out.name = "cover"
+    history = {"history": labels.attrs.get("history", "")}
+    out.attrs = {**_COVER_ATTRS, **append_history(history, "percent cover per frame and cluster")}
     return out
 
 

@@ -107,27 +107,31 @@ def decode_frames(
     slots: dict[int, list[int]] = {}
     for position, pts in enumerate(wanted_pts):
         slots.setdefault(int(pts), []).append(position)
-    found: dict[int, np.ndarray] = {}
+    status = np.full(len(wanted_pts), FRAME_UNDECODABLE, dtype=np.uint8)
+    frames: list[np.ndarray] = []  # the chunk's array, made at the first decoded frame
+
+    def keep(pts: int, rgb: np.ndarray) -> None:
+        if not frames:
+            frames.append(np.empty((len(wanted_pts), *rgb.shape), dtype=np.uint8))
+        frames[0][slots[pts]] = rgb
+        status[slots[pts]] = FRAME_OK
+
     # First pass: seek to the key frame at/before the first wanted frame.  If the demuxer's
     # index is off and the seek lands after it, or a frame did not decode there (its
     # reference frames were before the seek point), decode again from the start.
     for seek in (True, False):
-        if len(found) == len(slots):
+        if (status == FRAME_OK).all():
             break
-        _decode_pass(source, storage_options, slots, found, frame_size, out_size, seek, errors)
-    if found:
-        shape = next(iter(found.values())).shape
-    else:
+        _decode_pass(
+            source, storage_options, slots, status, keep, frame_size, out_size, seek, errors
+        )
+    if not frames:
         height, width = frame_size or (0, 0)
         if out_size is not None:
             width, height = out_size
-        shape = (height, width, 3)
-    out = np.zeros((len(wanted_pts), *shape), dtype=np.uint8)
-    status = np.full(len(wanted_pts), FRAME_UNDECODABLE, dtype=np.uint8)
-    for pts, positions in slots.items():
-        if pts in found:
-            out[positions] = found[pts]
-            status[positions] = FRAME_OK
+        frames.append(np.empty((len(wanted_pts), height, width, 3), dtype=np.uint8))
+    out = frames[0]
+    out[status != FRAME_OK] = 0
     return out, status
 
 
@@ -135,13 +139,14 @@ def _decode_pass(
     source: str,
     storage_options: Mapping[str, Any] | None,
     slots: Mapping[int, list[int]],
-    found: dict[int, np.ndarray],
+    status: np.ndarray,
+    keep: Any,
     frame_size: tuple[int, int] | None,
     out_size: tuple[int, int] | None,
     seek: bool,
     errors: list[str],
 ) -> None:
-    """Decode forward (after a key-frame seek if `seek`) and store wanted frames in `found`."""
+    """Decode forward (after a key-frame seek if `seek`); ``keep(pts, rgb)`` wanted frames."""
     last = max(slots)
     with av_container(source, storage_options) as container:
         stream = container.streams.video[0]
@@ -163,11 +168,13 @@ def _decode_pass(
                     continue
                 if pts > last:
                     return
-                if pts in slots and pts not in found:
+                if pts in slots and status[slots[pts][0]] != FRAME_OK:
                     where = f"{source} (frame at pts {pts})"
-                    rgb = frame.to_ndarray(format="rgb24")
-                    found[pts] = fit_frame(rgb, where, frame_size, out_size)
-                    if len(found) == len(slots):
+                    keep(
+                        pts,
+                        fit_frame(frame.to_ndarray(format="rgb24"), where, frame_size, out_size),
+                    )
+                    if (status == FRAME_OK).all():
                         return
 
 

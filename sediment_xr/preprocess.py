@@ -143,18 +143,34 @@ def crop(
 
 
 def _clahe_frames(
-    block: np.ndarray, clip_limit: float, tile_grid_size: Sequence[int]
+    block: np.ndarray,
+    clip_limit: float,
+    tile_grid_size: Sequence[int],
+    back: str = "COLOR_HSV2RGB",
 ) -> np.ndarray:
-    """CLAHE on the HSV value of RGB uint8 frames ``(..., y, x, 3)``; returns RGB uint8."""
+    """CLAHE on the HSV value of RGB uint8 frames ``(..., y, x, 3)``.
+
+    Returns the frames converted back from HSV with the OpenCV code ``back`` (RGB by
+    default). Every frame goes through the same few buffers and into one output array: no
+    allocation per frame (which costs page faults where freed memory goes back to the
+    system at once, as in Dask workers).
+    """
     import cv2
 
     clahe = cv2.createCLAHE(clipLimit=float(clip_limit), tileGridSize=tuple(tile_grid_size))
     flat = block.reshape((-1, *block.shape[-3:]))
-    out = np.empty_like(flat)
+    out = np.empty(flat.shape, dtype=np.uint8)
+    height, width = flat.shape[1:3]
+    hsv = np.empty((height, width, 3), dtype=np.uint8)
+    value = np.empty((height, width), dtype=np.uint8)
+    equalised = np.empty((height, width), dtype=np.uint8)
+    code = getattr(cv2, back)
     for i, rgb in enumerate(flat):
-        hsv = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2HSV)
-        hsv[:, :, 2] = clahe.apply(np.ascontiguousarray(hsv[:, :, 2]))
-        out[i] = cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
+        cv2.cvtColor(rgb, cv2.COLOR_RGB2HSV, dst=hsv)
+        cv2.extractChannel(hsv, 2, dst=value)
+        clahe.apply(value, dst=equalised)
+        cv2.insertChannel(equalised, hsv, 2)
+        cv2.cvtColor(hsv, code, dst=out[i])
     return out.reshape(block.shape)
 
 
@@ -172,7 +188,13 @@ def _convert_frames(block: np.ndarray, color_space: str, inverse: bool = False) 
 def _preprocess_frames(
     block: np.ndarray, clip_limit: float, tile_grid_size: Sequence[int], color_space: str
 ) -> np.ndarray:
-    """Kernel of :func:`preprocess`: CLAHE on the HSV value, then the colour space."""
+    """Kernel of :func:`preprocess`: CLAHE on the HSV value, then the colour space.
+
+    BGR and RGB come straight from HSV (the same pixels as through RGB, one step less).
+    """
+    if color_space in ("bgr", "rgb"):
+        back = "COLOR_HSV2BGR" if color_space == "bgr" else "COLOR_HSV2RGB"
+        return _clahe_frames(block, clip_limit, tile_grid_size, back)
     return _convert_frames(_clahe_frames(block, clip_limit, tile_grid_size), color_space)
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -179,10 +178,15 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
                 log.info("dask dashboard: %s", client.dashboard_link)
             yield client
         return
-    # Worker processes inherit these: their BLAS pools start with one thread.
-    for variable in _THREAD_VARIABLES:
-        os.environ.setdefault(variable, "1")
+    # distributed's workers start with one thread for OpenMP/BLAS, and glibc's
+    # MALLOC_TRIM_THRESHOLD_=65536, which maps and unmaps every array of a few megabytes
+    # (each decoded frame): the page faults cost ~8 % of a run (benchmarks/results.md).
+    # The embedded cluster keeps glibc's own thresholds, for ~100 MiB more per worker.
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}))
+    environ.pop("MALLOC_TRIM_THRESHOLD_", None)
+    environ.update(dict.fromkeys(_THREAD_VARIABLES, 1))
     with (
+        dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
         LocalCluster(
             n_workers=dask_config.n_workers,
             threads_per_worker=dask_config.threads_per_worker,

@@ -153,6 +153,25 @@ def test_label_numpy_equals_dask_and_is_lazy(shr_features, shr_model):
     assert_identical_except_history(lazy.compute(), sx.label(shr_features, shr_model))
 
 
+@pytest.mark.parametrize("lazy", [False, True])
+def test_labels_through_the_lookup_table_equal_the_loop(
+    shr_features, shr_model, monkeypatch, lazy
+):
+    """Large inputs are labelled through a table of the nearest centre of every colour."""
+    from sediment_xr import _kernels
+
+    damaged = shr_features.assign_coords(frame_status=("time", np.array([1, 2, 1, 1], np.uint8)))
+    features = as_dask(damaged, 3) if lazy else damaged
+    loop = sx.label(features, shr_model)
+    monkeypatch.setattr(_kernels, "LUT_MIN_PIXELS", 0)
+    with raise_if_dask_computes():
+        table = sx.label(features, shr_model)
+    if lazy:
+        assert any("build_lut" in str(key) for key in dict(table.data.dask))
+    np.testing.assert_array_equal(table.values, loop.values)
+    assert (table.isel(time=1) == sx.NO_DATA).all()
+
+
 def test_labels_are_a_cf_flag_variable(shr_features, shr_model):
     labels = sx.label(shr_features.isel(time=[0]), shr_model)
     assert labels.attrs["flag_values"] == [-1, 0, 1, 2, 3]

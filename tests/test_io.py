@@ -214,10 +214,10 @@ def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
     passes = []
     real_pass = decode._decode_pass
 
-    def seek_lands_too_late(source, options, slots, found, frame_size, out_size, seek, errors):
-        passes.append(seek)
-        if not seek:  # the seek pass finds nothing, as if the index were wrong
-            real_pass(source, options, slots, found, frame_size, out_size, seek, errors)
+    def seek_lands_too_late(source, options, slots, status, keep, *args):
+        passes.append(args[-2])  # seek
+        if not args[-2]:  # the seek pass finds nothing, as if the index were wrong
+            real_pass(source, options, slots, status, keep, *args)
 
     monkeypatch.setattr(decode, "_decode_pass", seek_lands_too_late)
     out, _ = decode.decode_chunk(str(videos["h264"]), [3072, 4096])

@@ -116,3 +116,13 @@ def test_bad_arguments(shr_frames):
         sx.enhance(shr_frames.astype(float))
     with pytest.raises(InputError, match=r"dims \(time, y, x, channel\)"):
         sx.enhance(shr_frames.isel(channel=0))
+
+
+@pytest.mark.parametrize("color_space", COLOR_SPACES)
+def test_preprocess_equals_its_steps(shr_frames, color_space):
+    """The one-task kernel gives the pixels of crop -> enhance -> to_color_space."""
+    frames = shr_frames.isel(time=[0, 3])
+    steps = sx.to_color_space(sx.enhance(sx.crop(frames, rows=[-400, None])), color_space)
+    fused = sx.preprocess(frames, rows=[-400, None], color_space=color_space)
+    np.testing.assert_array_equal(fused.values, steps.values)
+    assert fused.attrs["crop_rows"] == [624, 1024] and fused.attrs["color_space"] == color_space
