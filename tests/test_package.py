@@ -1,0 +1,66 @@
+"""The package's own rules: modules use each other's public names only; no global state."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).parents[1] / "sediment_xr"
+MODULES = sorted(PACKAGE.glob("*.py"))
+
+
+def private_imports(path: Path) -> list[str]:
+    """``from sediment_xr.m import _x`` and ``m._x`` uses of other modules in a file."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    modules = {}  # local name -> imported sediment_xr module
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("sediment_xr"):
+            for alias in node.names:
+                if node.module == "sediment_xr":
+                    modules[alias.asname or alias.name] = alias.name
+                elif alias.name.startswith("_") and alias.name != "__version__":
+                    found.append(f"{node.module}.{alias.name}")
+    for node in ast.walk(tree):
+        if (
+            isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Name)
+            and node.value.id in modules
+            and node.attr.startswith("_")
+        ):
+            found.append(f"{modules[node.value.id]}.{node.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", MODULES, ids=[p.name for p in MODULES])
+def test_no_module_uses_another_modules_private_names(path):
+    """Shared helpers are public names of small helper modules (_fs, _validate, ...)."""
+    assert private_imports(path) == []
+
+
+def test_importing_the_package_changes_no_thread_settings():
+    """A notebook's process keeps its own OpenCV and BLAS thread pools (workers get a plugin)."""
+    code = """
+import cv2, threadpoolctl
+
+def pools():
+    return [d["num_threads"] for d in threadpoolctl.threadpool_info()]
+
+cv2_before, pools_before = cv2.getNumThreads(), pools()
+import sediment_xr as sx
+from sediment_xr.testing import synthetic_series
+
+s = synthetic_series(4, size=64, seed=0)
+f = sx.preprocess(s["frames"].chunk({"time": 2}), rows=[-25, None])
+m = sx.fit_kmeans(sx.sample_pixels(f, sample_size=500), n_clusters=3)
+sx.cover(sx.label(f, m)).compute()
+# scikit-learn and numba load pools of their own; none of them is limited, cv2 neither
+assert cv2.getNumThreads() == cv2_before, (cv2.getNumThreads(), cv2_before)
+assert min(pools()) >= min(pools_before), (pools(), pools_before)
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
