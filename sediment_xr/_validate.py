@@ -20,6 +20,7 @@ from sediment_xr.exceptions import NAMED, ConfigError, setting
 
 __all__ = [
     "COLOR_SPACES",
+    "IN_PROCESS_SCHEDULERS",
     "MAX_CLUSTERS",
     "bad_value",
     "check_bool",
@@ -34,6 +35,7 @@ __all__ = [
     "check_random_state",
     "check_resize",
     "check_sample_size",
+    "check_scheduler",
     "check_text",
     "check_tile_grid_size",
     "is_whole",
@@ -49,6 +51,8 @@ MAX_CHUNK_FRAMES = 4096
 MAX_SIDE = 16384
 #: Most frames per second a video is sampled at (more would repeat every frame).
 MAX_FPS = 1000.0
+#: Scheduler names that compute in this process (no cluster): dask's own schedulers.
+IN_PROCESS_SCHEDULERS = ("synchronous", "threads")
 
 
 def bad_value(name: str, need: str, got: Any, example: Any = NAMED, fix: str = "") -> ConfigError:
@@ -161,7 +165,7 @@ def check_chunk_frames(value: Any, name: str = "chunk_frames") -> int | None:
 
 
 def check_crop_bounds(value: Any, name: str) -> tuple[int | None, int | None] | None:
-    """``[start, stop]`` with Python slice semantics (None: an open end), or None."""
+    """``[start, stop]`` with Python slice semantics (None: an open end), or None (all)."""
     example = [-400, None]
     if value is None:
         return None
@@ -169,7 +173,8 @@ def check_crop_bounds(value: Any, name: str) -> tuple[int | None, int | None] | 
         raise bad_value(name, "two values [start, stop]", value, example)
     if not all(v is None or (is_whole(v) and abs(v) <= 10**6) for v in value):
         raise bad_value(name, "two whole numbers or null", value, example)
-    return tuple(None if v is None else int(v) for v in value)
+    bounds = tuple(None if v is None else int(v) for v in value)
+    return None if bounds == (None, None) else bounds  # both mean the whole axis
 
 
 def check_clip_limit(value: Any, name: str = "clip_limit") -> float:
@@ -182,6 +187,25 @@ def check_tile_grid_size(value: Any, name: str = "tile_grid_size") -> tuple[int,
     if isinstance(value, str) or not isinstance(value, Sequence) or len(value) != 2:
         raise bad_value(name, "two whole numbers", value, (8, 8))
     return tuple(check_int(v, name, low=1, high=256, example=(8, 8)) for v in value)
+
+
+def check_scheduler(value: Any, name: str = "scheduler") -> str | None:
+    """A Dask scheduler: an address, an in-process scheduler's name, or None.
+
+    Addresses look like ``tcp://host:8786`` or ``host:8786``; ``synchronous`` and ``threads``
+    compute in this process; None starts a new local cluster.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, str) or not (value in IN_PROCESS_SCHEDULERS or ":" in value):
+        raise bad_value(
+            name,
+            "an address such as tcp://host:8786, or "
+            f"{' or '.join(IN_PROCESS_SCHEDULERS)} to compute in this process",
+            value,
+            "tcp://host:8786",
+        )
+    return value
 
 
 def check_color_space(value: Any, name: str = "color_space") -> str:

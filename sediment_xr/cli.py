@@ -200,15 +200,26 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 @contextlib.contextmanager
 def _warnings_as_lines(debug: bool) -> Iterator[None]:
-    """Show sediment_xr's warnings as one line each; other libraries' only with ``--debug``."""
+    """Show sediment_xr's warnings as one line each; other libraries' only with ``--debug``.
+
+    That includes what distributed logs at warning level (its workers' own loggers, in other
+    processes, are left as they are).
+    """
     from sediment_xr.exceptions import SedimentXRWarning
 
+    # distributed logs its warnings instead of warning; they are shown with --debug too.
+    library = logging.getLogger("distributed")
+    level = library.level
     with warnings.catch_warnings():
         if not debug:
             warnings.simplefilter("ignore")
+            library.setLevel(logging.ERROR)
         warnings.filterwarnings("default", category=SedimentXRWarning)
         warnings.showwarning = _show_warning
-        yield
+        try:
+            yield
+        finally:
+            library.setLevel(level)
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ import xarray as xr
 
 from sediment_xr import _validate as check
 from sediment_xr._provenance import append_history
-from sediment_xr.exceptions import InputError, ModelError
+from sediment_xr.exceptions import NAMED, InputError, ModelError, setting
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
 from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import WINDOW_ATTRS, to_rgb
@@ -195,19 +195,22 @@ def _check_sample(sample: np.ndarray, n_clusters: int, color_space: str) -> np.n
         raise InputError(f"fit_kmeans needs a pixel sample of shape (n, 3), got {sample.shape}.")
     colours = np.unique(sample, axis=0)
     distinct = len(colours)
+    crop = [("rows", NAMED), ("cols", NAMED)]
     if distinct <= 1:
         seen = tuple(int(v) for v in colours[0]) if distinct else "no pixels"
         raise InputError(
             f"the frames are blank: every sampled pixel has the same colour {seen} "
-            f"({color_space}, after preprocessing), so no {n_clusters} clusters "
-            "(cluster.n_clusters) can be told apart. Check the input (lights off, lens cap, "
-            "all-black frames) and the crop (preprocess.crop)."
+            f"({color_space}, after preprocessing), so no {setting('n_clusters', n_clusters)} "
+            "clusters can be told apart. Check the input (lights off, lens cap, all-black "
+            "frames) and the crop (rows, cols).",
+            settings=[("n_clusters", n_clusters), *crop],
         )
     if distinct < n_clusters:
         raise InputError(
-            f"{n_clusters} clusters (cluster.n_clusters) need at least that many distinct "
-            f"colours in the frames, but the pixel sample has only {distinct}. Use "
-            f"n_clusters: {distinct}, or check the input and the crop (preprocess.crop)."
+            f"{setting('n_clusters', n_clusters)} needs at least {n_clusters} distinct colours "
+            f"in the frames, but the pixel sample has only {distinct}. Use "
+            f"{setting('n_clusters', distinct)}, or check the input and the crop (rows, cols).",
+            settings=[("n_clusters", n_clusters), ("n_clusters", distinct), *crop],
         )
     return sample
 

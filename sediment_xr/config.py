@@ -113,10 +113,10 @@ class IngestConfig(_Section):
     """How frames are read: sampling rate, size, time axis, chunking and whether to keep them.
 
     ``store_frames`` keeps the decoded frames of the analysed window in ``cube.zarr`` (off by
-    default: measured, they take ~20 times the size of an H.264 video and writing them costs
-    more than decoding them again; the frames stay available lazily through
-    :func:`sediment_xr.open_video`).  ``chunk_frames`` None is automatic
-    (:func:`sediment_xr.frames.auto_chunk_frames`).
+    default: measured, they take several times the size of an H.264 video and writing them
+    costs more than decoding them again; the frames stay available lazily through
+    :func:`sediment_xr.open_frames` and :func:`sediment_xr.crop`).  ``chunk_frames`` None is
+    automatic (:func:`sediment_xr.frames.auto_chunk_frames`).
     """
 
     fps: float | None = _key(None, check.check_fps)
@@ -184,10 +184,6 @@ class ClusterConfig(_Section):
     model: str | None = _key(None, _model_path)
 
 
-def _scheduler(value: Any, name: str) -> str | None:
-    return check.check_text(value, name, "tcp://host:8786")
-
-
 def _memory_limit(value: Any, name: str) -> str:
     """``auto`` or a size such as ``4GiB`` (a plain number is bytes), 1 GiB to 1 PiB."""
     from dask.utils import parse_bytes
@@ -212,7 +208,7 @@ def _memory_limit(value: Any, name: str) -> str:
 class DaskConfig(_Section):
     """Where to compute: an existing scheduler, or an embedded LocalCluster."""
 
-    scheduler: str | None = _key(None, _scheduler)
+    scheduler: str | None = _key(None, check.check_scheduler)
     n_workers: int = _key(2, lambda v, n: check.check_int(v, n, low=1, high=512, example=2))
     threads_per_worker: int = _key(
         1, lambda v, n: check.check_int(v, n, low=1, high=256, example=1)
@@ -311,7 +307,17 @@ def stage_settings(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
     and clustering. Classes, the report, ``store_frames`` and the Dask settings are in
     neither: changing them never refits.
     """
-    ingest = {k: v for k, v in dict(data.get("ingest") or {}).items() if k != "store_frames"}
+    # Values as they are meant, not as they are spelt; chunk_frames is left out (the run
+    # adds the resolved number of frames per chunk).
+    ingest = {
+        k: v
+        for k, v in dict(data.get("ingest") or {}).items()
+        if k not in ("store_frames", "chunk_frames")
+    }
+    if ingest.get("frame_interval") is not None:
+        ingest["frame_interval"] = str(parse_frame_interval(ingest["frame_interval"]))
+    if ingest.get("start_time") is not None:
+        ingest["start_time"] = parse_start_time(ingest["start_time"]).isoformat()
     preprocess = dict(data.get("preprocess") or {})
     cube = {
         "input": data.get("input"),
@@ -428,6 +434,11 @@ def load_config(
         are relative to the working directory.
     """
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(
+            f"config file {p} is a folder. Give the path of a YAML file in it, e.g. "
+            "configs/shr_lesson.yaml."
+        )
     if not p.is_file():
         raise ConfigError(
             f"config file {p} does not exist. Give the path of a YAML file, e.g. "

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from sediment_xr._provenance import append_history
-from sediment_xr.exceptions import ConfigError, InputError
+from sediment_xr.exceptions import NAMED, ConfigError, InputError, setting
 from sediment_xr.frames import whole
 
 __all__ = [
@@ -119,55 +119,59 @@ def check_classes(
     Ids must lie in ``0 .. n_clusters - 1`` (only checked to be non-negative when
     ``n_clusters`` is None) and each cluster may be in one class only.
     """
+    example = {"bio": [2, 3], "bg": [0, 1]}
+    use = f"Use e.g. {setting(name, example)}."
+    settings = [(name, NAMED), (name, example)]
     if not isinstance(classes, Mapping) or not classes:
         raise ConfigError(
-            f"classes needs a mapping of class name to cluster ids, but got {classes!r}. "
-            "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
+            f"{name} needs a mapping of class name to cluster ids, but got {classes!r}. {use}",
+            settings=settings,
         )
     seen: dict[int, str] = {}
     out: dict[str, list[int]] = {}
-    for name, ids in classes.items():
-        if not isinstance(name, str) or not name.strip():
+    for label, ids in classes.items():
+        if not isinstance(label, str) or not label.strip():
             raise ConfigError(
-                f"classes needs non-empty text names, but got {name!r}. "
-                "Use e.g. classes: {bio: [2, 3], bg: [0, 1]}."
+                f"{name} needs non-empty text names, but got {label!r}. {use}", settings=settings
             )
-        if name in ("time", "frame") or re.fullmatch(r"cluster_\d+", name):
+        if label in ("time", "frame") or re.fullmatch(r"cluster_\d+", label):
             raise ConfigError(
-                f"classes needs names other than the columns of cover.csv (time, frame, "
-                f"cluster_0, cluster_1, ...), but got {name!r}. Rename it, e.g. {name}_class."
+                f"{name} needs names other than the columns of cover.csv (time, frame, "
+                f"cluster_0, cluster_1, ...), but got {label!r}. Rename it, e.g. {label}_class.",
+                settings=settings,
             )
         if isinstance(ids, int | np.integer) and not isinstance(ids, bool):
             ids = [ids]
         if isinstance(ids, str) or not isinstance(ids, Sequence) or not ids:
             raise ConfigError(
-                f"classes.{name} needs a list of cluster ids, but got {ids!r}. "
-                f"Use e.g. {name}: [0, 1]."
+                f"{name}.{label} needs a list of cluster ids, but got {ids!r}. Use e.g. "
+                f"{setting(name, {label: [0, 1]})}.",
+                settings=[(name, {label: [0, 1]})],
             )
         span = "0 or more" if n_clusters is None else f"from 0 to {n_clusters - 1}"
         for cid in ids:
             if isinstance(cid, bool) or not isinstance(cid, int | np.integer):
                 raise ConfigError(
-                    f"classes.{name} needs whole-number cluster ids, but got {cid!r}. "
+                    f"{name}.{label} needs whole-number cluster ids, but got {cid!r}. "
                     f"Use ids {span}."
                 )
             if cid < 0 or (n_clusters is not None and cid >= n_clusters):
                 if n_clusters is None:
                     raise ConfigError(
-                        f"classes.{name} needs cluster ids of 0 or more, but got {cid}. "
+                        f"{name}.{label} needs cluster ids of 0 or more, but got {cid}. "
                         f"Use ids {span}."
                     )
                 raise ConfigError(
-                    f"classes.{name} names cluster {cid}, but there are {n_clusters} clusters "
+                    f"{name}.{label} names cluster {cid}, but there are {n_clusters} clusters "
                     f"(ids 0 to {n_clusters - 1}). Use ids from 0 to {n_clusters - 1}."
                 )
             if int(cid) in seen:
                 raise ConfigError(
-                    f"cluster {cid} is in two classes ({seen[int(cid)]!r} and {name!r}). "
+                    f"cluster {cid} is in two classes ({seen[int(cid)]!r} and {label!r}). "
                     "Put each cluster in one class."
                 )
-            seen[int(cid)] = name
-        out[name] = [int(c) for c in ids]
+            seen[int(cid)] = label
+        out[label] = [int(c) for c in ids]
     return out
 
 

@@ -81,11 +81,16 @@ def reworded(text: str, settings: Iterable[tuple[str, Any]], keys: Mapping[str, 
         E.g. ``"... with ingest.resize: [64, 48]"`` for ``"... with resize=(64, 48)"``.
     """
     pairs = [(name, value) for name, value in settings if name in keys]
-    for name, value in pairs:
+    held: dict[str, str] = {}  # the values are set aside while bare names are replaced
+    for i, (name, value) in enumerate(pairs):
         if value is not NAMED:
-            text = text.replace(setting(name, value), f"{keys[name]}: {yaml_value(value)}")
+            token = f"\x00{i}\x00"
+            text = text.replace(setting(name, value), token)
+            held[token] = f"{keys[name]}: {yaml_value(value)}"
     for name in dict.fromkeys(name for name, value in pairs if value is NAMED):
         text = re.sub(rf"(?<![\w.]){re.escape(name)}(?![\w=])", keys[name], text)
+    for token, written in held.items():
+        text = text.replace(token, written)
     return text
 
 

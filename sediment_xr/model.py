@@ -236,8 +236,8 @@ class ClusterModel:
             ) from err
         return cls.from_json(text, source=source)
 
-    def mismatches(self, *, n_clusters: int, **preprocess: Any) -> list[str]:
-        """How the model differs from other settings (``"n_clusters: model 4, given 3"``).
+    def mismatches(self, *, n_clusters: int, **preprocess: Any) -> dict[str, str]:
+        """How the model differs from other settings, e.g. ``{"n_clusters": "model 4, given 3"}``.
 
         Parameters
         ----------
@@ -245,16 +245,24 @@ class ClusterModel:
             The number of clusters asked for.
         **preprocess
             ``color_space`` and the preprocessing settings asked for (``rows``, ``cols``,
-            ``clip_limit``, ``tile_grid_size``), compared with the model's.
+            ``clip_limit``, ``tile_grid_size``). Settings the model does not record (a model
+            fitted without them, e.g. in a notebook) are not compared.
 
         Returns
         -------
-        list of str
+        dict of str to str
             Empty when the model can be applied as asked.
         """
+
+        def plain(value: Any) -> Any:
+            value = list(value) if isinstance(value, list | tuple) else value
+            return None if value == [None, None] else value  # the whole axis either way
+
         seen = {"color_space": self.color_space, "n_clusters": self.n_clusters}
-        seen |= {k: self.preprocess.get(k) for k in preprocess if k != "color_space"}
+        seen |= {k: self.preprocess[k] for k in preprocess if k in self.preprocess}
         wanted = {"n_clusters": n_clusters, **preprocess}
-        return [
-            f"{k}: model {seen[k]!r}, given {wanted[k]!r}" for k in wanted if seen[k] != wanted[k]
-        ]
+        return {
+            k: f"model {plain(seen[k])!r}, given {plain(wanted[k])!r}"
+            for k in seen
+            if plain(seen[k]) != plain(wanted[k])
+        }

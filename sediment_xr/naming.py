@@ -18,7 +18,8 @@ For example, in a notebook::
     cube = xr.open_zarr("results/shr/cube.zarr", zarr_format=3, consolidated=False)
     labels = cube.labels.isel(time=0).values
     frames = sx.open_video("shr.mp4", start_time="2022-01-01", frame_interval="17h")
-    frame = frames.isel(time=0).values  # the frame that was labelled (or cube.frames)
+    # the frame that was labelled, on the labels' grid (the crop), or cube.frames if stored
+    frame = frames.isel(time=0).sel(y=cube.y, x=cube.x).values
     samples = cluster_samples(labels, frame, info["n_clusters"])
     naming_widget(info["clusters"], samples, path="classes.yaml")
 """

@@ -34,7 +34,14 @@ from sediment_xr import __version__
 from sediment_xr._fs import files_signature
 from sediment_xr._provenance import history_line
 from sediment_xr.cluster import fit_kmeans, label, sample_pixels, sample_positions
-from sediment_xr.config import Config, changed_keys, dump_config, redacted_dict, stage_settings
+from sediment_xr.config import (
+    CONFIG_KEYS,
+    Config,
+    changed_keys,
+    dump_config,
+    redacted_dict,
+    stage_settings,
+)
 from sediment_xr.coverage import cover, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
@@ -120,9 +127,10 @@ def load_model(config: Config) -> ClusterModel:
         **_model_preprocess(config),
     )
     if diff:
+        shown = "; ".join(f"{CONFIG_KEYS[key]}: {text}" for key, text in diff.items())
         raise InputError(
-            f"cluster.model {path} was fitted with other settings ({'; '.join(diff)}). Set the "
-            "config's preprocess and n_clusters to the model's, or fit a new model."
+            f"cluster.model {path} was fitted with other settings ({shown}). Set these keys "
+            "to the model's, or fit a new model (leave out cluster.model)."
         )
     return model
 
@@ -154,11 +162,14 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
     crop_slice(config.preprocess.crop.rows, frames.sizes["y"], "rows")
     crop_slice(config.preprocess.crop.cols, frames.sizes["x"], "cols")
     n_time = frames.sizes["time"]
-    bad = [p for p in config.report.png_frames if p >= n_time]
+    example = config.report.example_frame
+    bad = [
+        p for p in (*config.report.png_frames, *[example] * (example is not None)) if p >= n_time
+    ]
     if bad:
         raise InputError(
-            f"report.png_frames needs positions below {n_time} (the number of frames), but "
-            f"got {bad}. Use positions 0 to {n_time - 1}."
+            f"report.png_frames and report.example_frame need positions below {n_time} (the "
+            f"number of frames), but got {bad}. Use positions 0 to {n_time - 1}."
         )
     if config.cluster.model:
         load_model(config)
@@ -225,7 +236,7 @@ class _Plan:
     fp_model: str
     new_cube: bool
     new_model: bool
-    old_report: Any
+    old_report: Any  # the report section the report files were last written with
 
 
 def _plan(
@@ -236,7 +247,9 @@ def _plan(
     files = frames.attrs.get("source_files") or [config.input]
     signature = files_signature(files, dict(config.storage_options) or None)
     fp_cube = config.fingerprint("cube", signature, chunk_frames, LAYOUT)
-    fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT)
+    # A model given as a file is part of what the labels depend on: its content, not its path.
+    given = load_model(config).to_dict()["sha256"] if config.cluster.model else None
+    fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT, given)
     resolved = redacted_dict(config)  # stored in the cube: no credentials
     state = out.state()  # read again: another run may have written it before we got the lock
     if state is not None and (
@@ -278,8 +291,13 @@ def _plan(
         fp_model=fp_model,
         new_cube=new_cube,
         new_model=new_cube or state.get("fingerprint_model") != fp_model,
-        old_report=(state or {}).get("config", {}).get("report"),
+        old_report=(state or {}).get("report_written"),
     )
+
+
+def _title(store_frames: bool) -> str:
+    frames = ", with the frames of the analysed window" if store_frames else ""
+    return f"sediment_xr cube: labels and percent cover{frames}"
 
 
 def _prepare_cube(
@@ -297,8 +315,7 @@ def _prepare_cube(
             template["frames"] = window
         attrs = {
             "Conventions": "CF-1.10",
-            "title": "sediment_xr cube: labels and percent cover"
-            + (", with the frames" if store_frames else ""),
+            "title": _title(store_frames),
             "source": config.input,
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
@@ -317,6 +334,7 @@ def _prepare_cube(
         elif not store_frames and "frames" in cube:
             out.remove_variables("frames")
             out.clear_progress("frames")
+        out.update_attrs(title=_title(store_frames))
     out.set_state(plan.state, complete=False)
 
 
@@ -392,7 +410,7 @@ def _label(
     labels = label(features, model)
     percent = cover(labels)
     if computed:  # a new model relabels everything: its variables start empty
-        out.remove("model.json")
+        out.remove("model.json", "segmented.mp4", "segmented")  # painted with the old one
         out.clear_progress("label")
         out.remove_variables("labels", "cover", "cluster", "class_cover", "class")
         out.add_variables({"labels": labels, "cover": percent})
@@ -459,13 +477,12 @@ def _outputs(
     cube = out.open_cube()
     _warn_undecodable(cube, config.input)
     series = {"cover": cube["cover"].load()}
+    out.remove_variables("class_cover", "class")  # the classes may have changed
     if config.classes:
         class_cover = merge_classes(series["cover"], config.classes)
         class_cover = class_cover.assign_coords({"class": np.array(list(config.classes), object)})
         out.add_variables({"class_cover": class_cover})
         series["class_cover"] = class_cover
-    else:
-        out.remove_variables("class_cover", "class")
     table = cover_table(series["cover"], series.get("class_cover"))
     trend = fit_trends(xr.Dataset(series))
     clusters = clusters_summary(model, series["cover"], config.classes)
@@ -477,7 +494,7 @@ def _outputs(
     remove_stale_report_files(out, plan.old_report or {}, redacted_dict(config)["report"])
     computed += write_report_files(
         out,
-        out.open_cube(),
+        cube,  # opened once: a second open makes the same dask keys with other specs
         frames,
         model,
         config,
@@ -488,6 +505,7 @@ def _outputs(
         log=say,
     )
     plan.state["stages"] = {"label": "complete", "outputs": "complete"}
+    plan.state["report_written"] = redacted_dict(config)["report"]  # what the files show
     previous = cube.attrs.get("history", "")
     line = history_line(f"run ({', '.join(computed) or 'outputs only'})")
     out.update_attrs(history=f"{previous}\n{line}" if previous else line)

@@ -20,6 +20,7 @@ import dask.array as da
 import xarray as xr
 from distributed.diagnostics.plugin import WorkerPlugin
 
+from sediment_xr._validate import IN_PROCESS_SCHEDULERS, check_scheduler
 from sediment_xr.exceptions import ConfigError, setting
 
 __all__ = [
@@ -33,8 +34,6 @@ __all__ = [
     "progress_logger",
 ]
 
-#: Scheduler names that compute in this process (no cluster): dask's own schedulers.
-IN_PROCESS_SCHEDULERS = ("synchronous", "threads")
 #: Bytes per pixel of a chunk of frames a task holds: the RGB frames, their preprocessed
 #: features (up to the same size), labels (1 byte) and working copies.
 TASK_BYTES_PER_PIXEL = 8
@@ -58,6 +57,21 @@ class SingleThreadedLibraries(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Set the limits in the worker process."""
         limit_threads()
+
+
+@contextlib.contextmanager
+def _one_thread_each() -> Iterator[None]:
+    """OpenCV and BLAS limited to one thread in this process while in the block."""
+    import cv2
+    from threadpoolctl import threadpool_limits
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        cv2.setNumThreads(previous)
 
 
 def limit_threads() -> None:
@@ -157,11 +171,10 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
     from distributed import Client, LocalCluster
 
     log = logging.getLogger("sediment_xr")
-    address = scheduler or dask_config.scheduler
+    address = check_scheduler(scheduler) or dask_config.scheduler
     if address in IN_PROCESS_SCHEDULERS:
-        limit_threads()  # this process is the command line's own
         workers = dask_config.n_workers * dask_config.threads_per_worker
-        with dask.config.set(scheduler=address, num_workers=workers):
+        with _one_thread_each(), dask.config.set(scheduler=address, num_workers=workers):
             yield None
         return
     if address:
@@ -258,10 +271,14 @@ def compute_tasks(
     hold.clear()
     index = {f.key: i for i, f in enumerate(futures)}
     results: list[Any] = [None] * len(futures)
-    with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
-        for future in as_completed(futures):
-            results[index[future.key]] = future.result()
-            bar.update(1)
+    try:
+        with tqdm(total=len(futures), desc=desc, unit="chunk", disable=not progress) as bar:
+            for future in as_completed(futures):
+                results[index[future.key]] = future.result()
+                bar.update(1)
+    except BaseException:
+        client.cancel(futures)  # nothing keeps writing once the run has stopped
+        raise
     return results
 
 

@@ -63,8 +63,15 @@ TABLE_FILES = (
 )
 #: Files the ``report`` section asks for.
 REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
-#: Every file of the output folder a run writes (and the only ones it ever replaces).
-OUTPUT_FILES = ("cube.zarr", *TABLE_FILES, *REPORT_FILES, ".sediment_xr/progress")
+#: Every file of the output folder a run writes (and the only ones it ever replaces); the
+#: last is the video's name while it is written.
+OUTPUT_FILES = (
+    "cube.zarr",
+    *TABLE_FILES,
+    *REPORT_FILES,
+    ".sediment_xr/progress",
+    "segmented.mp4.partial.mp4",
+)
 _ZARR_KW = {"zarr_format": 3, "consolidated": False}
 
 
@@ -145,10 +152,6 @@ class Output:
     def write_text(self, name: str, text: str) -> None:
         """Write a text file of the folder in one piece."""
         self.write_bytes(name, text.encode("utf-8"))
-
-    def read_text(self, name: str) -> str:
-        """Read a text file of the folder."""
-        return self.fs.cat(self.path(name)).decode("utf-8")
 
     def remove(self, *names: str) -> None:
         """Remove files or folders of the output that exist (only the names given)."""
@@ -255,14 +258,38 @@ class Output:
                 del group[name]
 
     def add_variables(self, variables: Mapping[str, xr.DataArray]) -> None:
-        """Add (or replace) variables: lazy ones as templates, in-memory ones written now."""
+        """Add (or replace) variables: lazy ones as templates, in-memory ones written now.
+
+        Coordinates already in the cube are not written again (the chunk tasks write the
+        lazy ones), but each new variable still names its coordinates in its
+        ``coordinates`` attribute, so they stay coordinates whatever is removed later.  An
+        index coordinate must match the stored one: remove the variables that use a stored
+        index (e.g. ``class_cover`` and ``class``) before adding others with new values.
+        """
         import zarr
 
         self.remove_variables(*variables)
         group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
         ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
-        ds = ds.drop_vars([c for c in ds.coords if c in group], errors="ignore")
+        linked = {
+            name: [c for c in var.coords if c not in var.dims]
+            for name, var in ds.data_vars.items()
+        }
+        stored = [c for c in ds.coords if c in group]
+        cube = xr.open_zarr(self.zarr_store(), chunks=None, **_ZARR_KW) if stored else None
+        for name in stored:
+            if name in ds.dims and not np.array_equal(cube[name].values, ds[name].values):
+                raise ValueError(
+                    f"{name} in {self.store_url} holds other values than the variables "
+                    f"added ({', '.join(variables)}): remove the variables that use it first"
+                )
+        ds = ds.drop_vars(stored)
         ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=_encoding(ds), **_ZARR_KW)
+        for name, coords in linked.items():
+            if coords:
+                zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3).attrs[
+                    "coordinates"
+                ] = " ".join(coords)
 
 
 def frames_compressors() -> list[Any]:

@@ -524,7 +524,11 @@ def test_more_clusters_than_colours(tmp_path, capsys):
         code,
         stdout,
         err,
-        ["4 clusters (cluster.n_clusters)", "only 2", "Use n_clusters: 2"],
+        [
+            "cluster.n_clusters: 4 needs at least 4 distinct colours",
+            "only 2",
+            "Use cluster.n_clusters: 2",
+        ],
     )
     # frames were stored, nothing else: the output does not look finished
     assert not is_complete(output)

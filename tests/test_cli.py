@@ -427,11 +427,29 @@ def test_in_process_scheduler_starts_no_cluster(name):
 
     from sediment_xr.config import DaskConfig
 
+    cv2.setNumThreads(2)
     with REAL_DASK_CLIENT(name, DaskConfig(n_workers=2, threads_per_worker=2)) as client:
         assert client is None
         assert dask.config.get("scheduler") == name
         assert dask.config.get("num_workers") == 4
         assert dask.array.ones(4, chunks=2).sum().compute() == 4
+        assert cv2.getNumThreads() == 1  # one thread per task while computing here...
+    assert cv2.getNumThreads() == 2  # ...and the caller's setting back afterwards
+
+
+@pytest.mark.parametrize("value", ["processes", "localhost", "  "])
+def test_unknown_scheduler_is_one_line(tmp_path, capsys, value):
+    from sediment_xr.config import DaskConfig
+
+    with pytest.raises(ConfigError, match=r"scheduler needs an address such as tcp://host:8786"):
+        with REAL_DASK_CLIENT(value, DaskConfig()):
+            pass
+
+
+def test_folder_given_as_the_config(tmp_path, capsys):
+    code = main(["run", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith(PREFIX) and "is a folder. Give the path of a YAML" in err
 
 
 @pytest.mark.parametrize(

@@ -99,7 +99,7 @@ def test_bundled_shr_frames_config_loads():
     assert config.ingest.frame_interval == "17h"
     assert config.ingest.chunk_frames == 2
     assert config.preprocess.crop.rows == (-400, None)
-    assert config.preprocess.crop.cols == (None, None)
+    assert config.preprocess.crop.cols is None  # [null, null]: the whole width
     assert config.preprocess.clahe.clip_limit == 2.0
     assert config.preprocess.clahe.tile_grid_size == (8, 8)
     assert config.preprocess.color_space == "bgr"
@@ -721,7 +721,6 @@ def test_model_settings_change_only_the_model_fingerprint(path, value):
         ("ingest.resize", 64),
         ("ingest.start_time", "2023-01-01T00:00:00"),
         ("ingest.frame_interval", "1h"),
-        ("ingest.chunk_frames", 4),
         ("input", "/data/other.mkv"),
         ("preprocess.crop.rows", [-16, None]),  # the grid of the labels
     ],
@@ -825,3 +824,30 @@ def test_chunk_frames_auto(value):
 def test_chunk_frames_words_other_than_auto_are_refused():
     with pytest.raises(ConfigError, match=r"ingest.chunk_frames needs a whole number.*auto"):
         config_from_dict({**MINIMAL, "ingest": {"chunk_frames": "many"}})
+
+
+@pytest.mark.parametrize(
+    ("path", "value"),
+    [
+        ("ingest.frame_interval", "1020min"),  # 17h
+        ("ingest.start_time", "2022-06-01T02:00:00+02:00"),  # the same instant
+        ("ingest.chunk_frames", "auto"),  # the run adds the resolved number of frames
+        ("preprocess.crop.cols", None),  # [null, 60] below is another crop; null is all
+    ],
+)
+def test_fingerprints_follow_meanings_not_spellings(path, value):
+    base = config_from_dict(FULL)
+    changed = _changed(path, value)
+    if path == "preprocess.crop.cols":  # compare [null, null] with null instead
+        base = _changed(path, [None, None])
+    assert changed.fingerprint("cube", 3) == base.fingerprint("cube", 3)
+    assert changed.fingerprint("model", 3) == base.fingerprint("model", 3)
+
+
+def test_rewording_keeps_the_suggested_values_intact():
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(with_section(cluster={"model": 5}))
+    assert str(info.value) == (
+        "config key cluster.model needs text, but got 5. "
+        "Use e.g. cluster.model: 'results/shr_frames/model.json'."
+    )

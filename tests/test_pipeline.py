@@ -290,7 +290,7 @@ def test_a_stored_model_is_applied_to_another_run(shr_run, tmp_path):
         output=str(tmp_path / "mismatch"),
         preprocess=dataclasses.replace(config.preprocess, color_space="lab"),
     )
-    with pytest.raises(sx.InputError, match=r"fitted with other settings \(color_space"):
+    with pytest.raises(sx.InputError, match=r"fitted with other settings \(preprocess\.color_sp"):
         pipeline.run(mismatch, progress=False)
     assert not Path(mismatch.output).exists()
 
@@ -478,3 +478,115 @@ def test_changing_only_the_report_or_dask_settings_recomputes_nothing(tmp_path):
     )
     assert pipeline.run(quiet, progress=False).computed == ()
     assert not Path(config.output, "report.html").exists()
+
+
+def test_changed_classes_replace_the_class_coordinate(tmp_path):
+    config = shr_config(tmp_path)
+    pipeline.run(config, progress=False)
+    renamed = dataclasses.replace(config, classes={"a": (0,), "b": (1, 2, 3)})
+    assert pipeline.run(renamed, progress=False).computed == ()
+    cube = sx.open_results(config.output)
+    assert list(cube["class"].values) == ["a", "b"]
+    np.testing.assert_allclose(
+        cube["class_cover"].sel({"class": "b"}),
+        cube["cover"].isel(cluster=[1, 2, 3]).sum("cluster"),
+    )
+    three = dataclasses.replace(config, classes={"x": (0,), "y": (1,), "z": (2, 3)})
+    result = pipeline.run(three, progress=False)
+    assert list(sx.open_results(config.output)["class"].values) == ["x", "y", "z"]
+    assert list(result.cover.columns[-3:]) == ["x", "y", "z"]
+    pipeline.run(config, progress=False)  # and back
+    assert list(sx.open_results(config.output)["class"].values) == ["bg", "bio"]
+
+
+def test_frame_numbers_survive_turning_store_frames_off(small_series, tmp_path):
+    """The frame coordinate (source frame numbers, here of an fps-sampled video) stays."""
+    path = write_video(small_series["frames"], tmp_path / "v.mp4", codec="libx264", fps=10)
+    default = Config(input="x", output="y")
+    config = Config(
+        input=str(path),
+        output=str(tmp_path / "out"),
+        ingest=IngestConfig(
+            fps=4, start_time="2022-06-01", frame_interval="17h", chunk_frames=2, store_frames=True
+        ),
+        preprocess=dataclasses.replace(
+            default.preprocess, crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
+        ),
+        report=dataclasses.replace(default.report, html=False, video=False),
+    )
+    first = pipeline.run(config, progress=False)
+    assert first.cover["frame"].tolist() == [0, 2, 5, 7, 10]
+    off = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, store_frames=False)
+    )
+    again = pipeline.run(off, progress=False)
+    assert again.cover["frame"].tolist() == [0, 2, 5, 7, 10]
+    cube = sx.open_results(config.output)
+    assert {"frame", "frame_status"} <= set(cube.coords) and "frames" not in cube
+
+
+def test_a_notebook_model_and_a_changed_model_file(shr_run, tmp_path):
+    """A model saved in a notebook (no preprocessing recorded) applies; a new file refits."""
+    config, first = shr_run
+    notebook = sx.ClusterModel(centers=first.model.centers, color_space="bgr")
+    path = tmp_path / "notebook_model.json"
+    notebook.save(path)
+    reuse = dataclasses.replace(
+        config,
+        output=str(tmp_path / "reuse"),
+        cluster=dataclasses.replace(config.cluster, model=str(path)),
+    )
+    result = pipeline.run(reuse, progress=False)
+    assert result.computed[:2] == ("model", "label")
+    pd.testing.assert_frame_equal(result.cover, first.cover)
+    # The same path, another model in it: the stored labels no longer follow from it.
+    centers = np.asarray(first.model.centers) * 0.9
+    sx.ClusterModel(centers=tuple(map(tuple, centers)), color_space="bgr").save(path)
+    with pytest.raises(OutputError, match=r"different config|other input"):
+        pipeline.run(reuse, progress=False)
+    again = pipeline.run(reuse, overwrite=True, progress=False)
+    assert again.model.centers != first.model.centers
+
+
+def test_reports_follow_the_model_and_the_report_section_after_interruptions(
+    tmp_path, monkeypatch
+):
+    import av
+
+    from sediment_xr import visuals
+
+    config = shr_config(tmp_path)
+    pipeline.run(config, progress=False)
+    video = Path(config.output, "segmented.mp4")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # the run dies before it writes the report files
+
+    # A refit whose run dies before the report: the old video is not kept.
+    monkeypatch.setattr(pipeline, "write_report_files", killed)
+    three = dataclasses.replace(config, cluster=ClusterConfig(n_clusters=3), classes=None)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(three, overwrite=True, progress=False)
+    assert not video.exists()
+    monkeypatch.undo()
+    assert "video" in pipeline.run(three, progress=False).computed
+    # A changed report section whose run dies: the next run still applies it.
+    slow = dataclasses.replace(three, report=dataclasses.replace(three.report, video_fps=5))
+    monkeypatch.setattr(pipeline, "write_report_files", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(slow, progress=False)
+    monkeypatch.setattr(pipeline, "write_report_files", visuals.write_report_files)
+    pipeline.run(slow, progress=False)
+    with av.open(str(video)) as container:
+        assert container.streams.video[0].average_rate == 5
+
+
+@pytest.mark.parametrize(
+    "report", [{"png_frames": (0, 4)}, {"example_frame": 99}], ids=["png", "example"]
+)
+def test_report_frames_that_do_not_exist_are_refused_before_writing(tmp_path, report):
+    config = shr_config(tmp_path)
+    bad = dataclasses.replace(config, report=dataclasses.replace(config.report, **report))
+    with pytest.raises(sx.InputError, match=r"need positions below 4 \(the number of frames\)"):
+        pipeline.run(bad, progress=False)
+    assert not Path(config.output).exists()
