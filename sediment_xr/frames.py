@@ -11,6 +11,7 @@ task that opens its own file, so the graph holds only plain values and runs on
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dask.array as da
@@ -27,6 +28,7 @@ __all__ = [
     "FRAME_STATUS_ATTRS",
     "FRAME_UNDECODABLE",
     "MAX_FRAME_PIXELS",
+    "as_source",
     "auto_chunk_frames",
     "check_pixels",
     "chunk_from_task",
@@ -59,6 +61,18 @@ AUTO_CHUNK_BYTES = 96 * 2**20
 #: Most frames in a chunk chosen by :func:`auto_chunk_frames`.
 AUTO_CHUNK_MAX_FRAMES = 32
 _DIMS = ("time", "y", "x", "channel")
+
+
+def as_source(value: Any, func: str, example: str) -> str:
+    """A path or URL given to an opener, as text (``os.PathLike`` accepted)."""
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str) or not value:
+        raise InputError(
+            f"{func} needs a path or URL string, but got {value!r} "
+            f"({type(value).__name__}). Give e.g. {func}({example!r})."
+        )
+    return value
 
 
 def auto_chunk_frames(width: int, height: int) -> int:

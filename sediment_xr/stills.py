@@ -51,6 +51,7 @@ from sediment_xr.exceptions import (
     setting,
 )
 from sediment_xr.frames import (
+    as_source,
     auto_chunk_frames,
     check_pixels,
     chunk_from_task,
@@ -59,6 +60,7 @@ from sediment_xr.frames import (
     too_many_pixels,
 )
 from sediment_xr.timeaxis import (
+    TIME_EXAMPLE,
     check_time_options,
     offset_times,
     parse_timestamp_from_name,
@@ -72,7 +74,6 @@ IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 _HEADER_THREADS = 16
 # Images tried from the start of the input for one that decodes, when opening.
 _FIRST_IMAGE_TRIES = 16
-_TIME_SETTINGS = [("start_time", "2022-06-01"), ("frame_interval", "17h")]
 
 
 def open_images(
@@ -145,7 +146,7 @@ def open_images(
     header reads but whose data does not decode is skipped (pixels 0, ``frame_status``
     undecodable).
     """
-    source = _as_source(folder_or_glob)
+    source = as_source(folder_or_glob, "open_images", "stills/*.jpg")
     out_size = check.check_resize(resize)
     chunk_frames = check.check_chunk_frames(chunk_frames)
     options = check_storage_options(storage_options)
@@ -204,17 +205,6 @@ def open_images(
     )
 
 
-def _as_source(value: Any) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise InputError(
-            f"open_images needs a path or URL string, but got {value!r} "
-            f"({type(value).__name__}). Give e.g. open_images('stills/*.jpg')."
-        )
-    return value
-
-
 def _image_times(
     files: list[str],
     stamps: list[pd.Timestamp] | None,
@@ -227,9 +217,9 @@ def _image_times(
     if stamps is None:
         raise ConfigError(
             f"{files[0]} has no timestamp in its name (like ..._20210824T031618_UTC.jpg); give "
-            f"start_time and frame_interval, e.g. {setting(*_TIME_SETTINGS[0])} and "
-            f"{setting(*_TIME_SETTINGS[1])}.",
-            settings=[*_TIME_SETTINGS, ("start_time", NAMED), ("frame_interval", NAMED)],
+            f"start_time and frame_interval, e.g. {setting(*TIME_EXAMPLE[0])} and "
+            f"{setting(*TIME_EXAMPLE[1])}.",
+            settings=[*TIME_EXAMPLE, ("start_time", NAMED), ("frame_interval", NAMED)],
         )
     stamp_ns = np.array([s.value for s in stamps], dtype=np.int64)
     if start is not None:

@@ -17,6 +17,7 @@ from sediment_xr._fs import basename
 from sediment_xr.exceptions import NAMED, ConfigError, setting
 
 __all__ = [
+    "TIME_EXAMPLE",
     "check_time_options",
     "naive_utc",
     "offset_times",
@@ -32,6 +33,8 @@ _STAMP_RE = re.compile(
     r"(?<!\d)(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:[.,](\d{1,9}))?(?:Z|_UTC)?(?!\d)"
 )
 _INT64 = np.iinfo(np.int64)
+#: The settings a message suggests for a time-lapse without times.
+TIME_EXAMPLE = (("start_time", "2022-06-01"), ("frame_interval", "17h"))
 
 
 def parse_frame_interval(

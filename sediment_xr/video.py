@@ -49,6 +49,7 @@ from sediment_xr.exceptions import (
 )
 from sediment_xr.frames import (
     FRAME_OK,
+    as_source,
     auto_chunk_frames,
     check_pixels,
     chunk_from_task,
@@ -56,6 +57,7 @@ from sediment_xr.frames import (
     status_from_task,
 )
 from sediment_xr.timeaxis import (
+    TIME_EXAMPLE,
     check_time_options,
     offset_times,
     parse_creation_time,
@@ -67,7 +69,6 @@ __all__ = ["open_video"]
 _EPOCH = pd.Timestamp("1970-01-01T00:00:00")
 # Frames tried from the start of the input for one that decodes, when opening.
 _FIRST_FRAME_TRIES = 16
-_TIME_SETTINGS = [("start_time", "2022-06-01"), ("frame_interval", "17h")]
 
 
 def open_video(
@@ -145,7 +146,7 @@ def open_video(
     first frame); the container's ``creation_time`` + stream time; 1970-01-01 + stream time.
     The choice is stored in the ``time_source`` attribute of ``time``.
     """
-    source = _as_source(path_or_url)
+    source = as_source(path_or_url, "open_video", "data/camera.mp4")
     fps = check.check_fps(fps)
     out_size = check.check_resize(resize)
     chunk_frames = check.check_chunk_frames(chunk_frames)
@@ -220,7 +221,7 @@ def _video_times(
                 "frame_interval is not given; the playback time of a time-lapse video is not "
                 "real time (331 frames may span 8 months). Give frame_interval (the time "
                 f"between frames), e.g. {setting('frame_interval', '17h')}.",
-                settings=[("start_time", NAMED), ("frame_interval", NAMED), _TIME_SETTINGS[1]],
+                settings=[("start_time", NAMED), ("frame_interval", NAMED), TIME_EXAMPLE[1]],
             ),
             stacklevel=3,
         )
@@ -232,24 +233,13 @@ def _video_times(
         SedimentXRWarning(
             f"{target} has no usable creation_time metadata and no start_time was given, so "
             "time is the stream time counted from 1970-01-01T00:00:00. Give start_time (and "
-            f"frame_interval for a time-lapse), e.g. {setting(*_TIME_SETTINGS[0])} and "
-            f"{setting(*_TIME_SETTINGS[1])}.",
-            settings=[*_TIME_SETTINGS, ("start_time", NAMED), ("frame_interval", NAMED)],
+            f"frame_interval for a time-lapse), e.g. {setting(*TIME_EXAMPLE[0])} and "
+            f"{setting(*TIME_EXAMPLE[1])}.",
+            settings=[*TIME_EXAMPLE, ("start_time", NAMED), ("frame_interval", NAMED)],
         ),
         stacklevel=3,
     )
     return offset_times(_EPOCH, offsets), "epoch+stream"
-
-
-def _as_source(value: Any) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    if not isinstance(value, str) or not value:
-        raise InputError(
-            f"open_video needs a path or URL string, but got {value!r} "
-            f"({type(value).__name__}). Give e.g. open_video('data/camera.mp4')."
-        )
-    return value
 
 
 def _check_file(source: str, storage_options: dict[str, Any]) -> None:
