@@ -20,7 +20,7 @@ $(VENV)/.python-ok:
 	@touch $@
 
 $(VENV)/.installed: $(VENV)/.python-ok pyproject.toml constraints.txt
-	$(PIP) install --quiet $(CONSTRAINTS) -e ".[plot]"
+	$(PIP) install --quiet $(CONSTRAINTS) -e .
 	@touch $@
 
 $(VENV)/.installed-test: $(VENV)/.installed

@@ -34,7 +34,7 @@ from sediment_xr.exceptions import (
 from sediment_xr.io import open_frames
 from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
-from sediment_xr.results import open_results
+from sediment_xr.results import open_cover, open_results
 from sediment_xr.stills import open_images
 from sediment_xr.trend import fit_trends
 from sediment_xr.video import open_video
@@ -58,6 +58,7 @@ __all__ = [
     "fit_trends",
     "label",
     "merge_classes",
+    "open_cover",
     "open_frames",
     "open_images",
     "open_results",

@@ -257,12 +257,21 @@ def _classes(value: Any, name: str) -> dict[str, tuple[int, ...]] | None:
     return {k: tuple(v) for k, v in checked.items()}
 
 
+def _run_name(value: Any, name: str) -> str | None:
+    return check.check_text(value, name, "shr_2022")
+
+
 @dataclasses.dataclass(frozen=True)
 class Config(_Section):
-    """A whole run of ``sediment-xr run``: one field per top-level key of the YAML file."""
+    """A whole run of ``sediment-xr run``: one field per top-level key of the YAML file.
+
+    ``name`` names the run in ``cover.parquet`` (the ``run`` column) and in its STAC Item;
+    by default it is the output folder's name.
+    """
 
     input: str = _key(None, _path)
     output: str = _key(None, _path)
+    name: str | None = _key(None, _run_name)
     storage_options: Mapping[str, Any] = _key(None, check_storage_options)
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
@@ -278,6 +287,11 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data, in the file's layout."""
         return _plain(self)
+
+    @property
+    def run_name(self) -> str:
+        """``name``, or the output folder's name."""
+        return self.name or os.path.basename(self.output.rstrip("/\\")) or "run"
 
     def fingerprint(self, stage: str, *extra: Any) -> str:
         """Hash of what a stage depends on (:func:`stage_settings`), plus ``extra`` values."""

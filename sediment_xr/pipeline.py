@@ -64,7 +64,7 @@ from sediment_xr.store import (
     chunk_writes,
     pending,
 )
-from sediment_xr.tables import clusters_summary, cover_table, summary_text
+from sediment_xr.tables import clusters_summary, cover_long, cover_table, summary_text
 from sediment_xr.trend import fit_trends
 from sediment_xr.visuals import remove_stale_report_files, write_report_files
 
@@ -487,6 +487,8 @@ def _outputs(
     trend = fit_trends(xr.Dataset(series))
     clusters = clusters_summary(model, series["cover"], config.classes)
     out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
+    long = cover_long(series["cover"], series.get("class_cover"), run=config.run_name)
+    out.write_bytes("cover.parquet", long.to_parquet(index=False))
     out.write_text("trend.csv", trend.to_csv(index=False, float_format="%.8g"))
     out.write_text("trend_summary.txt", summary_text(xr.Dataset(series), trend))
     out.write_text("clusters.json", json.dumps(clusters, indent=2))

@@ -24,7 +24,15 @@ import xarray as xr
 
 from sediment_xr.exceptions import InputError
 
-__all__ = ["cover_trends", "example_frame", "stacked_cover", "swatches", "trend_equations"]
+__all__ = [
+    "MAX_PLOTTED_FRAMES",
+    "bin_cover",
+    "cover_trends",
+    "example_frame",
+    "stacked_cover",
+    "swatches",
+    "trend_equations",
+]
 
 #: Colours of series without given colours (Bokeh's Category10).
 DEFAULT_COLORS = (
@@ -42,6 +50,40 @@ DEFAULT_COLORS = (
 _BACKGROUND = "#e9ecef"
 _TIME_FORMAT = "%Y-%m-%d %H:%M"
 _TIME_TOOLTIP = "@{time}{%F %H:%M}"
+#: Frames above which the cover plots show means over time bins (with the minimum and maximum
+#: of each bin) instead of every frame: a year of 10-minute stills is 52,560 frames.
+MAX_PLOTTED_FRAMES = 2000
+_BIN_WIDTHS = ("1h", "3h", "6h", "12h", "1D", "2D", "7D", "14D", "30D", "91D", "365D")
+
+
+def bin_cover(series: xr.DataArray, max_bins: int = 1000) -> tuple[xr.Dataset, str]:
+    """Mean, minimum and maximum cover over time bins, at most ``max_bins`` of them.
+
+    Parameters
+    ----------
+    series : xarray.DataArray
+        Percent cover ``(time, cluster)`` or ``(time, class)``.
+    max_bins : int, default 1000
+        Most bins over the series' time span.
+
+    Returns
+    -------
+    (xarray.Dataset, str)
+        ``mean``, ``min`` and ``max`` ``(time, series dim)`` at the start of each bin (bins
+        without frames dropped), and the bin width (e.g. ``"1D"``): the narrowest of 1 h,
+        3 h, 6 h, 12 h, 1, 2, 7, 14, 30, 91 and 365 days that gives few enough bins.
+
+    Notes
+    -----
+    Computes: loads ``series``.
+    """
+    times = pd.DatetimeIndex(series["time"].values)
+    span = (times.max() - times.min()) if len(times) else pd.Timedelta(0)
+    width = next((w for w in _BIN_WIDTHS if span / pd.Timedelta(w) < max_bins), _BIN_WIDTHS[-1])
+    series = series.load().sortby("time")
+    binned = series.resample(time=width)
+    out = xr.Dataset({"mean": binned.mean(), "min": binned.min(), "max": binned.max()})
+    return out.dropna("time", how="all", subset=["mean"]), width
 
 
 def _hv():
@@ -128,7 +170,9 @@ def stacked_cover(
         One colour per series: uint8 RGB ``(n, 3)`` (e.g. ``ClusterModel.center_rgb``, so bars
         look like the segmented image) or hex strings. Category10 by default.
     title : str, optional
-        Plot title; by default "Percent cover per cluster" (or class).
+        Plot title; by default "Percent cover per cluster" (or class). Above
+        :data:`MAX_PLOTTED_FRAMES` frames the bars are the means of time bins
+        (:func:`bin_cover`), and the title says so.
     width, height : int
         Size of the plot area in pixels (the legend comes on the right of it).
 
@@ -148,6 +192,13 @@ def stacked_cover(
     cover = cover.transpose("time", dim)
     names = [_series_name(dim, v) for v in cover[dim].values]
     palette = _colors(colors, len(names), "stacked_cover")
+    title = title if title is not None else f"Percent cover per {dim}"
+    hover = ["frame"]
+    if cover.sizes["time"] > MAX_PLOTTED_FRAMES:  # one bar per time bin, not per frame
+        binned, bin_width = bin_cover(cover)
+        cover = binned["mean"].assign_coords(frame=("time", np.full(binned.sizes["time"], -1)))
+        title += f" (mean of each {bin_width} bin)"
+        hover = []
     values = np.asarray(cover.values, dtype=np.float64)
     keep = ~np.all(np.isnan(values), axis=1)  # frames without analysed pixels: no bar
     table = _tidy(cover, names)
@@ -159,12 +210,12 @@ def stacked_cover(
         by="series",
         stacked=True,
         color=palette,
-        hover_cols=["frame"],
+        hover_cols=hover,
         legend="right",
     )
     return bars.opts(
         backend="bokeh",
-        title=title if title is not None else f"Percent cover per {dim}",
+        title=title,
         frame_width=width,
         frame_height=height,
         xlabel="time",
@@ -175,16 +226,16 @@ def stacked_cover(
         show_grid=False,
         line_color="#ffffff" if keep.sum() <= 80 else None,
         line_width=0.4,
-        hover_tooltips=_tooltips(dim),
+        hover_tooltips=_tooltips(dim, frame=bool(hover)),
         hover_formatters={"@{time}": "datetime"},
     )
 
 
-def _tooltips(dim: str) -> list[tuple[str, str]]:
+def _tooltips(dim: str, frame: bool = True) -> list[tuple[str, str]]:
     return [
         (dim, "@{series}"),
         ("time", _TIME_TOOLTIP),
-        ("frame", "@{frame}"),
+        *([("frame", "@{frame}")] if frame else []),
         ("cover", "@{cover}{0.00} %"),
     ]
 
@@ -269,15 +320,31 @@ def cover_trends(
     palette = _colors(colors, len(names), "cover_trends")
     times = pd.DatetimeIndex(series["time"].values)
     t0 = times[0] if len(times) else pd.Timestamp(0)
-    points = _tidy(series, names).dropna(subset=["cover"])
     style = {"x": "time", "y": "cover", "by": "series", "color": palette, "legend": "right"}
-    lines = _hvplot(points).line(**style, hover=False, line_width=1.5, alpha=0.6)
-    dots = (
-        _hvplot(points)
-        .scatter(**style, hover_cols=["frame"], size=6)
-        .opts("Scatter", hover_tooltips=_tooltips(dim), hover_formatters={"@{time}": "datetime"})
-    )
-    plot = lines * dots
+    if series.sizes["time"] > MAX_PLOTTED_FRAMES:  # bin means, and their min-max bands
+        binned, bin_width = bin_cover(series)
+        means = binned["mean"].assign_coords(frame=("time", np.full(binned.sizes["time"], -1)))
+        points = _tidy(means, names).dropna(subset=["cover"])
+        bands = points.assign(
+            low=np.asarray(binned["min"].values, dtype=np.float64).reshape(-1)[points.index],
+            high=np.asarray(binned["max"].values, dtype=np.float64).reshape(-1)[points.index],
+        )
+        plot = _hvplot(bands).area(
+            x="time", y="low", y2="high", by="series", color=palette, alpha=0.25, hover=False
+        ) * _hvplot(points).line(**style, hover=False, line_width=1.5)
+        note = f"; mean, minimum and maximum of each {bin_width} bin"
+    else:
+        note = ""
+        points = _tidy(series, names).dropna(subset=["cover"])
+        lines = _hvplot(points).line(**style, hover=False, line_width=1.5, alpha=0.6)
+        dots = (
+            _hvplot(points)
+            .scatter(**style, hover_cols=["frame"], size=6)
+            .opts(
+                "Scatter", hover_tooltips=_tooltips(dim), hover_formatters={"@{time}": "datetime"}
+            )
+        )
+        plot = lines * dots
     equations = trend_equations(trend)
     rows = {str(r["name"]): r for _, r in trend.iterrows()}
     fitted = [j for j, name in enumerate(names) if name in equations and len(times)]
@@ -309,7 +376,9 @@ def cover_trends(
             line_width=2.5,
         )
     if title is None:
-        title = f"Percent cover per {dim} with OLS trend (x = days since {t0:{_TIME_FORMAT}})"
+        title = (
+            f"Percent cover per {dim} with OLS trend (x = days since {t0:{_TIME_FORMAT}}{note})"
+        )
     return plot.opts(
         backend="bokeh",
         title=title,

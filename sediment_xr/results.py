@@ -8,8 +8,9 @@ every chunk and the files of the output folder), which stages and frames are not
 
 from __future__ import annotations
 
+import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import xarray as xr
@@ -17,7 +18,7 @@ import xarray as xr
 from sediment_xr.exceptions import OutputError, SedimentXRWarning
 from sediment_xr.store import COMPLETE_ATTR, TABLE_FILES, Output, chunk_bounds, pending
 
-__all__ = ["missing", "open_results"]
+__all__ = ["missing", "open_cover", "open_results"]
 
 
 def _frame_ranges(chunks: list[int], bounds: list[tuple[int, int]]) -> str:
@@ -132,3 +133,38 @@ def open_results(
             )
         warnings.warn(message, SedimentXRWarning, stacklevel=2)
     return cube
+
+
+def open_cover(
+    paths: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    storage_options: Mapping[str, Any] | None = None,
+):
+    """The cover of one or many runs as one Dask DataFrame (``cover.parquet``, long form).
+
+    Parameters
+    ----------
+    paths : str, path or sequence of them
+        Output folders of runs, ``cover.parquet`` files, or glob patterns of either (e.g.
+        ``"s3://bucket/camera-*/2022*"``); local paths or fsspec URLs.
+    storage_options : mapping, optional
+        fsspec options for URLs.
+
+    Returns
+    -------
+    dask.dataframe.DataFrame
+        Columns ``run``, ``time``, ``frame``, ``kind``, ``name``, ``cover`` (see
+        :func:`sediment_xr.tables.cover_long`); ``run`` tells the runs apart.
+
+    Notes
+    -----
+    Lazy: reads the Parquet metadata now, the rows when computed.
+    """
+    import dask.dataframe as dd
+
+    if isinstance(paths, str | os.PathLike):
+        paths = [paths]
+    files = []
+    for path in map(os.fspath, paths):
+        files.append(path if path.endswith(".parquet") else f"{path.rstrip('/')}/cover.parquet")
+    return dd.read_parquet(files, storage_options=dict(storage_options or {}) or None)

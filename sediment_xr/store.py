@@ -55,6 +55,7 @@ LAYOUT = 2
 #: Files a finished run always leaves.
 TABLE_FILES = (
     "cover.csv",
+    "cover.parquet",
     "trend.csv",
     "trend_summary.txt",
     "clusters.json",

@@ -16,7 +16,7 @@ import xarray as xr
 from sediment_xr.model import ClusterModel
 from sediment_xr.trend import summary_statistics, trend_summaries
 
-__all__ = ["clusters_summary", "cover_table", "summary_text"]
+__all__ = ["clusters_summary", "cover_long", "cover_table", "summary_text"]
 
 
 def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) -> pd.DataFrame:
@@ -47,6 +47,54 @@ def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) ->
         for j, name in enumerate(class_cover["class"].values):
             table[str(name)] = classes[:, j]
     return table
+
+
+def cover_long(
+    cover: xr.DataArray, class_cover: xr.DataArray | None = None, *, run: str
+) -> pd.DataFrame:
+    """``cover.parquet``: the cover in long form, one row per frame and cluster or class.
+
+    Parameters
+    ----------
+    cover : xarray.DataArray
+        Percent cover ``(time, cluster)`` with a ``frame`` coordinate.
+    class_cover : xarray.DataArray, optional
+        Percent cover ``(time, class)``.
+    run : str
+        The run's name (the ``run`` column), to tell runs apart when many are read together.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``run``, ``time`` (datetime64, UTC), ``frame``, ``kind`` (``cluster`` or
+        ``class``), ``name`` (``cluster_0``..., or the class) and ``cover`` (percent).
+    """
+    times = pd.DatetimeIndex(cover["time"].values)
+    frames = np.asarray(cover["frame"].values if "frame" in cover.coords else range(len(times)))
+    parts = []
+    for kind, series, dim in (("cluster", cover, "cluster"), ("class", class_cover, "class")):
+        if series is None:
+            continue
+        values = np.asarray(series.transpose("time", dim).values, dtype=np.float64)
+        names = [_series_name(dim, v) for v in series[dim].values]
+        n = len(names)
+        parts.append(
+            pd.DataFrame(
+                {
+                    "run": pd.Series([run] * values.size, dtype="string"),
+                    "time": np.repeat(times.values, n),
+                    "frame": np.repeat(frames.astype(np.int64), n),
+                    "kind": pd.Series([kind] * values.size, dtype="string"),
+                    "name": pd.Series(np.tile(names, len(times)), dtype="string"),
+                    "cover": values.ravel(),
+                }
+            )
+        )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _series_name(dim: str, value: object) -> str:
+    return f"cluster_{int(value)}" if dim == "cluster" else str(value)
 
 
 def clusters_summary(

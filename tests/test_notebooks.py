@@ -11,11 +11,12 @@ from nbclient import NotebookClient
 NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
 
 
-def test_there_are_three_notebooks():
+def test_the_notebooks_are_there():
     assert [p.stem for p in NOTEBOOKS] == [
         "01_lesson_reproduced",
         "02_naming_and_trends",
         "03_scale_out",
+        "04_compare_runs",
     ]
 
 

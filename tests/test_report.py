@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import os
 import re
@@ -197,13 +198,11 @@ def _count_rendered(driver) -> dict:
     )
 
 
-@needs_browser
-def test_report_renders_in_headless_chromium(report_file, tmp_path):
-    cv2 = pytest.importorskip("cv2")
+@contextlib.contextmanager
+def chromium(tmp_path: Path):
+    """A headless Debian Chromium driven by Selenium (no network, a fresh profile)."""
     webdriver = pytest.importorskip("selenium.webdriver")
-    from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
     assert HAVE_BROWSER, (
         f"{CHROMIUM} or {CHROMEDRIVER} is missing (CI is set, so this does not skip): "
@@ -227,6 +226,18 @@ def test_report_renders_in_headless_chromium(report_file, tmp_path):
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
     try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@needs_browser
+def test_report_renders_in_headless_chromium(report_file, tmp_path):
+    cv2 = pytest.importorskip("cv2")
+    from selenium.common.exceptions import NoAlertPresentException
+    from selenium.webdriver.common.by import By
+
+    with chromium(tmp_path) as driver:
         driver.set_page_load_timeout(30)
         driver.set_script_timeout(30)
         driver.get(report_file.as_uri())
@@ -261,10 +272,65 @@ def test_report_renders_in_headless_chromium(report_file, tmp_path):
         driver.set_window_size(1400, min(int(height) + 100, 8000))
         shot = tmp_path / "report.png"
         assert driver.save_screenshot(str(shot))
-    finally:
-        driver.quit()
     image = cv2.imread(str(shot), cv2.IMREAD_COLOR)
     assert image is not None and image.shape[0] > 1000
     assert float(image.std()) > 20
     colours = np.unique(image.reshape(-1, 3)[::7], axis=0)
     assert len(colours) > 100
+
+
+def year_of_stills(n: int = 50_000) -> xr.Dataset:
+    """Cover of n frames 10 minutes apart (a year of stills is 52,560): slow trend, noise."""
+    rng = np.random.default_rng(0)
+    time_ = np.datetime64("2022-01-01") + np.arange(n) * np.timedelta64(10, "m")
+    mat = 20 + 10 * np.arange(n) / n + rng.normal(0, 1.5, n)
+    shares = np.stack([40 - mat / 2, 30 - mat / 4, 30 - mat / 4, mat], axis=1)
+    cover = xr.DataArray(
+        shares,
+        dims=("time", "cluster"),
+        coords={"time": time_, "frame": ("time", np.arange(n)), "cluster": np.arange(4)},
+        name="cover",
+    )
+    class_cover = sx.merge_classes(cover, {"sediment": [0, 1, 2], "mat": [3]})
+    return xr.Dataset({"cover": cover, "class_cover": class_cover})
+
+
+@needs_browser
+def test_report_of_a_year_of_stills_is_small_and_opens(tmp_path):
+    """Done-when: 50,000 frames give a report.html under 20 MB that opens without errors."""
+    series = year_of_stills()
+    clusters = [
+        {
+            "id": i,
+            "name": f"cluster_{i}",
+            "center_rgb": [40 * i, 50 * i, 45 * i],
+            "share_percent": 25,
+        }
+        for i in range(4)
+    ]
+    html_text = build_report(
+        cover=series["cover"],
+        class_cover=series["class_cover"],
+        trend=sx.fit_trends(series),
+        stats=summary_statistics(series),
+        clusters=clusters,
+        example=None,
+        summary={"frames": "50000"},
+        config_yaml="input: stills\n",
+        versions={"sediment_xr": sx.__version__},
+    )
+    path = tmp_path / "report.html"
+    path.write_text(html_text, encoding="utf-8")
+    assert path.stat().st_size < 20 * 2**20, path.stat().st_size
+    assert "mean of each 12h bin" in html_text  # binned (347 days in < 1000 bins), not 50,000 bars
+    with chromium(tmp_path) as driver:
+        driver.set_page_load_timeout(60)
+        started = time.monotonic()
+        driver.get(path.as_uri())
+        state = _count_rendered(driver)
+        while time.monotonic() < started + 60 and not (state["roots"] and state["drawn"] == 5):
+            time.sleep(0.25)
+            state = _count_rendered(driver)
+        assert state["drawn"] == 5, state
+        severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert not severe, severe
