@@ -5,7 +5,14 @@ from __future__ import annotations
 import datetime as _dt
 from typing import Any
 
-__all__ = ["PACKAGES", "append_history", "call_repr", "history_line", "package_versions"]
+__all__ = [
+    "PACKAGES",
+    "append_history",
+    "call_repr",
+    "coverage_attrs",
+    "history_line",
+    "package_versions",
+]
 
 #: Packages whose versions a run records (report, provenance).
 PACKAGES = (
@@ -25,10 +32,38 @@ PACKAGES = (
 )
 
 
+def _utc_now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def history_line(text: str) -> str:
     """One CF ``history`` line: an ISO 8601 UTC timestamp, the package and what was done."""
-    now = _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    return f"{now} sediment_xr: {text}"
+    return f"{_utc_now()} sediment_xr: {text}"
+
+
+def coverage_attrs(times: Any) -> dict[str, str]:
+    """ACDD attributes of a finished result: time coverage of its frames, date created.
+
+    Parameters
+    ----------
+    times : array-like of datetime64
+        The frames' times (UTC); NaT are ignored.
+
+    Returns
+    -------
+    dict
+        ``time_coverage_start``, ``time_coverage_end`` (ISO 8601, when there are times) and
+        ``date_created`` (now).
+    """
+    import numpy as np
+
+    valid = np.asarray(times, dtype="datetime64[s]")
+    valid = valid[~np.isnat(valid)]
+    attrs = {"date_created": _utc_now()}
+    if len(valid):
+        attrs["time_coverage_start"] = f"{valid.min()}Z"
+        attrs["time_coverage_end"] = f"{valid.max()}Z"
+    return attrs
 
 
 def append_history(attrs: dict[str, Any], text: str) -> dict[str, Any]:

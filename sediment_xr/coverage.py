@@ -56,10 +56,11 @@ def _cover_frames(block: np.ndarray, n_clusters: int) -> np.ndarray:
 
 _COVER_ATTRS = {
     "long_name": "percent cover of each cluster in the analysed area",
+    "standard_name": "area_fraction",
     "units": "percent",
     "valid_min": 0.0,
     "valid_max": 100.0,
-    "cell_methods": "y: x: sum (fraction of analysed pixels)",
+    "cell_methods": "time: point area: mean (comment: percent of the analysed pixels)",
 }
 _CLUSTER_ATTRS = {"long_name": "cluster id (0 = darkest centre)"}
 
@@ -204,13 +205,21 @@ def merge_classes(cover: xr.DataArray, classes: Mapping[str, Sequence[int]]) -> 
     matrix = np.zeros((cover.sizes["cluster"], len(names)))
     for j, name in enumerate(names):
         matrix[checked[name], j] = 1.0
-    weights = xr.DataArray(matrix, dims=("cluster", "class"), coords={"class": names})
+    weights = xr.DataArray(
+        matrix,
+        dims=("cluster", "class"),
+        coords={"class": ("class", names, {"long_name": "class name (merged clusters)"})},
+    )
     out = xr.dot(cover, weights, dim="cluster")
     out = out.transpose(*[("class" if d == "cluster" else d) for d in cover.dims])
     out.name = "class_cover"
     out.attrs = {
         "long_name": "percent cover of each class (merged clusters)",
+        "standard_name": "area_fraction",
         "units": "percent",
+        "valid_min": 0.0,
+        "valid_max": 100.0,
+        "cell_methods": _COVER_ATTRS["cell_methods"],
         "classes": str({k: v for k, v in checked.items()}),
     }
     return out

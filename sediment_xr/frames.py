@@ -61,6 +61,9 @@ AUTO_CHUNK_BYTES = 96 * 2**20
 #: Most frames in a chunk chosen by :func:`auto_chunk_frames`.
 AUTO_CHUNK_MAX_FRAMES = 32
 _DIMS = ("time", "y", "x", "channel")
+_FRAME_ATTRS = {"long_name": "frame number in the input (0 = first frame)", "units": "1"}
+_Y_ATTRS = {"long_name": "pixel row in the input frame (0 = top)", "units": "1", "axis": "Y"}
+_X_ATTRS = {"long_name": "pixel column in the input frame (0 = left)", "units": "1", "axis": "X"}
 
 
 def as_source(value: Any, func: str, example: str) -> str:
@@ -111,13 +114,14 @@ def frames_array(
     time_attrs = {
         "standard_name": "time",
         "long_name": "time of frame (UTC)",
+        "axis": "T",
         "time_source": time_source,
     }
     coords = {
         "time": ("time", np.asarray(times, dtype="datetime64[ns]"), time_attrs),
-        "frame": ("time", np.asarray(numbers, dtype=np.int64), {"long_name": "frame number"}),
-        "y": ("y", np.arange(data.shape[1], dtype=np.int64), {"long_name": "pixel row"}),
-        "x": ("x", np.arange(data.shape[2], dtype=np.int64), {"long_name": "pixel column"}),
+        "frame": ("time", np.asarray(numbers, dtype=np.int64), _FRAME_ATTRS),
+        "y": ("y", np.arange(data.shape[1], dtype=np.int64), _Y_ATTRS),
+        "x": ("x", np.arange(data.shape[2], dtype=np.int64), _X_ATTRS),
         "frame_status": ("time", status, dict(FRAME_STATUS_ATTRS)),
     }
     return xr.DataArray(data, dims=_DIMS, coords=coords, name="frames", attrs=attrs)

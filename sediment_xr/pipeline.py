@@ -32,7 +32,7 @@ import xarray as xr
 
 from sediment_xr import __version__
 from sediment_xr._fs import files_signature
-from sediment_xr._provenance import history_line
+from sediment_xr._provenance import coverage_attrs, history_line
 from sediment_xr.cluster import fit_kmeans, label, sample_pixels, sample_positions
 from sediment_xr.config import (
     CONFIG_KEYS,
@@ -56,6 +56,7 @@ from sediment_xr.scheduler import (
     keep_chunks,
     progress_logger,
 )
+from sediment_xr.stac import ASSETS, item_json, run_item
 from sediment_xr.store import (
     LAYOUT,
     OUTPUT_FILES,
@@ -64,7 +65,14 @@ from sediment_xr.store import (
     chunk_writes,
     pending,
 )
-from sediment_xr.tables import clusters_summary, cover_long, cover_table, summary_text
+from sediment_xr.tables import (
+    TREND_ROLE,
+    clusters_summary,
+    cover_long,
+    cover_table,
+    summary_text,
+    trend_variables,
+)
 from sediment_xr.trend import fit_trends
 from sediment_xr.visuals import remove_stale_report_files, write_report_files
 
@@ -314,7 +322,7 @@ def _prepare_cube(
         if store_frames:
             template["frames"] = window
         attrs = {
-            "Conventions": "CF-1.10",
+            "Conventions": "CF-1.10, ACDD-1.3",
             "title": _title(store_frames),
             "source": config.input,
             "history": history_line(f"ingest {config.input}"),
@@ -474,17 +482,25 @@ def _outputs(
     say: Callable,
 ) -> RunResult:
     """Classes, trends, tables and the report, from the stored cover; then mark complete."""
+    out.gather_per_frame()
     cube = out.open_cube()
     _warn_undecodable(cube, config.input)
     series = {"cover": cube["cover"].load()}
-    out.remove_variables("class_cover", "class")  # the classes may have changed
+    old = [n for n, v in cube.data_vars.items() if v.attrs.get("sediment_xr_role") == TREND_ROLE]
+    out.remove_variables(*old, "statistic", "class_cover", "class")  # classes may have changed
     if config.classes:
         class_cover = merge_classes(series["cover"], config.classes)
-        class_cover = class_cover.assign_coords({"class": np.array(list(config.classes), object)})
+        names = np.array(list(config.classes), object)  # str, not numpy's fixed width
+        class_cover = class_cover.assign_coords(
+            {"class": ("class", names, class_cover["class"].attrs)}
+        )
         out.add_variables({"class_cover": class_cover})
         series["class_cover"] = class_cover
     table = cover_table(series["cover"], series.get("class_cover"))
     trend = fit_trends(xr.Dataset(series))
+    out.add_variables(
+        trend_variables(trend, model.n_clusters, list(config.classes) if config.classes else [])
+    )
     clusters = clusters_summary(model, series["cover"], config.classes)
     out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
     long = cover_long(series["cover"], series.get("class_cover"), run=config.run_name)
@@ -506,13 +522,23 @@ def _outputs(
         relabelled="label" in computed,
         log=say,
     )
+    acdd = coverage_attrs(cube["time"].values)
+    files = [name for name in ASSETS if name == "cube.zarr" or out.exists(name)]
+    item = run_item(
+        cube, run=config.run_name, files=files, properties={"created": acdd["date_created"]}
+    )
+    out.write_text("item.json", item_json(item))
     plan.state["stages"] = {"label": "complete", "outputs": "complete"}
     plan.state["report_written"] = redacted_dict(config)["report"]  # what the files show
     previous = cube.attrs.get("history", "")
     line = history_line(f"run ({', '.join(computed) or 'outputs only'})")
-    out.update_attrs(history=f"{previous}\n{line}" if previous else line)
+    out.update_attrs(
+        history=f"{previous}\n{line}" if previous else line,
+        **acdd,
+    )
     lock.check()
     out.set_state(plan.state, complete=True)
+    out.consolidate()  # last: only a finished cube has a copy of its metadata
     say(f"done: {config.output}")
     return RunResult(
         output=config.output,

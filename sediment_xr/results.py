@@ -16,7 +16,14 @@ from typing import Any
 import xarray as xr
 
 from sediment_xr.exceptions import OutputError, SedimentXRWarning
-from sediment_xr.store import COMPLETE_ATTR, TABLE_FILES, Output, chunk_bounds, pending
+from sediment_xr.store import (
+    COMPLETE_ATTR,
+    PER_FRAME,
+    TABLE_FILES,
+    Output,
+    chunk_bounds,
+    pending,
+)
 
 __all__ = ["missing", "open_cover", "open_results"]
 
@@ -114,7 +121,8 @@ def open_results(
     OutputError
         When there is no cube, or the run did not finish and ``allow_incomplete`` is False.
     """
-    cube = Output(output, dict(storage_options or {})).open_cube()
+    out = Output(output, dict(storage_options or {}))
+    cube = out.open_cube()
     if cube is None:
         raise OutputError(
             f"there are no results in {output}: cube.zarr does not exist. Run "
@@ -132,6 +140,25 @@ def open_results(
                 "allow_incomplete=True to read what is there."
             )
         warnings.warn(message, SedimentXRWarning, stacklevel=2)
+        cube = _with_staged(out, cube)
+    return cube
+
+
+def _with_staged(out: Output, cube: xr.Dataset) -> xr.Dataset:
+    """An unfinished cube with the per-frame series the chunk tasks wrote so far.
+
+    A finished run gathers them into the cube; until then they are in ``by_chunk.zarr``.
+    """
+    for name in PER_FRAME:
+        staged = out.staged(name)
+        if staged is not None and name in cube.variables:
+            stored = cube.variables[name]
+            if staged.shape == stored.shape:
+                variable = stored.copy(data=staged)
+                if name in cube.coords:
+                    cube = cube.assign_coords({name: variable})
+                else:
+                    cube[name] = variable
     return cube
 
 

@@ -3,9 +3,10 @@
 Layout of an output folder (local path or fsspec URL)::
 
     cube.zarr/            labels (time, y, x), cover (time, cluster), class_cover, frame_status,
-                          frames (time, y, x, channel) with ingest.store_frames
+                          trends, frames (time, y, x, channel) with ingest.store_frames
+    .sediment_xr/by_chunk.zarr/   cover and frame_status as the chunk tasks write them
     .sediment_xr/progress/<stage>-<fingerprint>/<chunk>   one empty file per finished chunk
-    cover.csv, trend.csv, ... (see OUTPUT_FILES)
+    cover.csv, cover.parquet, trend.csv, item.json, ... (see OUTPUT_FILES)
 
 The cube's variables live on the grid of the analysed window (the crop), with the original
 pixel positions as ``y`` and ``x``.  :func:`chunk_writes` makes one task per time chunk that
@@ -14,6 +15,16 @@ twice writes the same bytes twice, and a rerun after a crash skips exactly the f
 chunks.  Zarr reads a missing chunk as its fill value, so nothing is trusted without its
 mark, and the root attribute ``sediment_xr_complete`` is set only after the last output is
 written.
+
+The cube is laid out for readers on object storage: ``labels`` and ``frames`` are sharded,
+one shard per time chunk (one object, written whole by one task) holding one inner chunk
+per frame, so reading a frame fetches a small byte range; the per-frame series (``cover``,
+``frame_status``) are written per chunk into ``.sediment_xr/by_chunk.zarr`` and gathered
+into one chunk of the cube at the end (:meth:`Output.gather_per_frame`), not hundreds of
+tiny objects; and the finished cube has consolidated metadata, so opening it is one read.
+Consolidated metadata is a copy, so the run itself never reads it, and the first change of
+a finished cube (its state attribute set to not complete) rewrites the root ``zarr.json``
+without it.
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ import json
 import os
 import posixpath
 import uuid
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -38,7 +50,9 @@ __all__ = [
     "COMPLETE_ATTR",
     "LAYOUT",
     "OUTPUT_FILES",
+    "PER_FRAME",
     "REPORT_FILES",
+    "STAGING",
     "STATE_ATTR",
     "TABLE_FILES",
     "Output",
@@ -50,8 +64,16 @@ __all__ = [
 
 STATE_ATTR = "sediment_xr_state"
 COMPLETE_ATTR = "sediment_xr_complete"
-#: Version of the cube's layout (2: variables on the crop's grid).
-LAYOUT = 2
+#: Version of the cube's layout (2: variables on the crop's grid; 3: sharded labels, per-frame
+#: series gathered from :data:`STAGING`).
+LAYOUT = 3
+#: Zarr group (in the output folder) of the per-frame variables as the chunk tasks write them.
+STAGING = ".sediment_xr/by_chunk.zarr"
+#: Variables with one value or row per frame: written per time chunk into :data:`STAGING`,
+#: gathered into the cube at the end.
+PER_FRAME = ("cover", "frame_status")
+#: Largest per-frame variable stored as one chunk (larger ones: a few chunks of this size).
+SMALL_CHUNK_BYTES = 64 * 2**20
 #: Files a finished run always leaves.
 TABLE_FILES = (
     "cover.csv",
@@ -61,6 +83,7 @@ TABLE_FILES = (
     "clusters.json",
     "model.json",
     "config.resolved.yaml",
+    "item.json",
 )
 #: Files the ``report`` section asks for.
 REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
@@ -68,6 +91,7 @@ REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
 #: last is the video's name while it is written.
 OUTPUT_FILES = (
     "cube.zarr",
+    STAGING,
     *TABLE_FILES,
     *REPORT_FILES,
     ".sediment_xr/progress",
@@ -115,15 +139,26 @@ class Output:
         """Path or URL of ``cube.zarr``."""
         return self.url_of("cube.zarr")
 
-    def zarr_store(self):
-        """A zarr store object for ``cube.zarr`` (works in worker processes too)."""
+    def zarr_store(self, name: str = "cube.zarr"):
+        """A zarr store object for ``cube.zarr`` or another Zarr store of the folder.
+
+        Works in worker processes too.
+        """
         import zarr.storage
 
         if is_url(self.url):
             return zarr.storage.FsspecStore.from_url(
-                self.store_url, storage_options=dict(self.storage_options) or None
+                self.url_of(name), storage_options=dict(self.storage_options) or None
             )
-        return zarr.storage.LocalStore(self.store_url)
+        return zarr.storage.LocalStore(self.url_of(name))
+
+    def _group(self, mode: str = "r", name: str = "cube.zarr"):
+        """The root group, read from its own ``zarr.json`` (never the consolidated copy)."""
+        import zarr
+
+        return zarr.open_group(
+            self.zarr_store(name), mode=mode, zarr_format=3, use_consolidated=False
+        )
 
     # -- files ----------------------------------------------------------------------------
     def exists(self, *parts: str) -> bool:
@@ -205,11 +240,9 @@ class Output:
 
     def state(self) -> dict[str, Any] | None:
         """What the tool recorded in the cube (fingerprints, stage status), or None."""
-        import zarr
-
         if not self.exists("cube.zarr", "zarr.json"):
             return None
-        group = zarr.open_group(self.zarr_store(), mode="r", zarr_format=3)
+        group = self._group("r")
         raw = group.attrs.get(STATE_ATTR)
         if raw is None and self.exists(".sediment_xr"):
             return None  # ours, but its creation was interrupted: start it again
@@ -221,11 +254,22 @@ class Output:
         return json.loads(raw) if isinstance(raw, str) else dict(raw)
 
     def update_attrs(self, **attrs: Any) -> None:
-        """Set root attributes of the cube in one write of its ``zarr.json``."""
+        """Set root attributes of the cube in one write of its ``zarr.json``.
+
+        The group is opened without its consolidated metadata, so the write leaves none:
+        a cube being changed has no stale copy of its arrays' metadata.
+        """
+        self._group("r+").attrs.update(attrs)
+
+    def consolidate(self) -> None:
+        """Write consolidated metadata into the cube's root ``zarr.json`` (a finished cube)."""
         import zarr
 
-        group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
-        group.attrs.update(attrs)
+        with warnings.catch_warnings():
+            # zarr warns that consolidated metadata is not part of the v3 specification yet;
+            # xarray, zarr-python and kerchunk-style readers use it.
+            warnings.filterwarnings("ignore", message=".*[Cc]onsolidated metadata")
+            zarr.consolidate_metadata(self.zarr_store(), zarr_format=3)
 
     def set_state(self, state: Mapping[str, Any], *, complete: bool) -> None:
         """Record the run state and whether every output is written."""
@@ -247,13 +291,13 @@ class Output:
             STATE_ATTR: json.dumps(dict(state), sort_keys=True),
             COMPLETE_ATTR: False,
         }
-        ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=_encoding(ds), **_ZARR_KW)
+        self._create_staging(ds)
+        ds, encoding = _template(ds)
+        ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
 
     def remove_variables(self, *names: str) -> None:
         """Delete arrays (variables or coordinates) of the cube that exist."""
-        import zarr
-
-        group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
+        group = self._group("r+")
         for name in names:
             if name in group:
                 del group[name]
@@ -270,7 +314,7 @@ class Output:
         import zarr
 
         self.remove_variables(*variables)
-        group = zarr.open_group(self.zarr_store(), mode="r+", zarr_format=3)
+        group = self._group("r+")
         ds = xr.Dataset(dict(variables), attrs=dict(group.attrs))  # keep the root attrs
         linked = {
             name: [c for c in var.coords if c not in var.dims]
@@ -285,12 +329,66 @@ class Output:
                     f"added ({', '.join(variables)}): remove the variables that use it first"
                 )
         ds = ds.drop_vars(stored)
-        ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=_encoding(ds), **_ZARR_KW)
+        self._create_staging(ds)
+        ds, encoding = _template(ds)
+        ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=encoding, **_ZARR_KW)
         for name, coords in linked.items():
             if coords:
                 zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3).attrs[
                     "coordinates"
                 ] = " ".join(coords)
+
+    # -- per-frame variables, by chunk ----------------------------------------------------
+    def _create_staging(self, ds: xr.Dataset) -> None:
+        """Create (empty) the by-chunk copies of the lazy per-frame variables of ``ds``."""
+        import zarr
+
+        for name in PER_FRAME:
+            var = ds.variables.get(name)
+            if var is None or var.chunks is None:
+                continue
+            zarr.create_array(
+                self.zarr_store(STAGING),
+                name=name,
+                shape=var.shape,
+                dtype=var.dtype,
+                chunks=(var.chunks[0][0], *var.shape[1:]),
+                fill_value=_fill_value(name, var.dtype),
+                overwrite=True,
+                zarr_format=3,
+            )
+
+    def staged(self, name: str) -> Any:
+        """The by-chunk copy of a per-frame variable, as a dask array (None if absent)."""
+        import zarr
+
+        if not self.exists(STAGING, name, "zarr.json"):
+            return None
+        return da.from_zarr(
+            zarr.open_array(self.zarr_store(STAGING), path=name, mode="r", zarr_format=3)
+        )
+
+    def gather_per_frame(self) -> None:
+        """Copy the per-frame variables from their by-chunk copies into the cube."""
+        import zarr
+
+        for name in PER_FRAME:
+            staged = self.staged(name)
+            if staged is not None:
+                target = zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3)
+                target[...] = staged.compute(scheduler="synchronous")
+
+
+def _fill_value(name: str, dtype: np.dtype) -> Any:
+    """Fill value of a variable: its 'not written' flag, or NaN (None: zarr's default)."""
+    from sediment_xr.cluster import NO_DATA
+    from sediment_xr.frames import FRAME_NOT_READ
+
+    if name == "labels":
+        return NO_DATA
+    if name == "frame_status":
+        return FRAME_NOT_READ
+    return np.nan if np.dtype(dtype).kind == "f" else None
 
 
 def frames_compressors() -> list[Any]:
@@ -306,26 +404,42 @@ def frames_compressors() -> list[Any]:
     return [ZstdCodec(level=1)]
 
 
-def _encoding(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
-    """Zarr chunks equal to the dask chunks along time, whole frames; fill values as flags."""
-    from sediment_xr.cluster import NO_DATA
-    from sediment_xr.frames import FRAME_NOT_READ
+def _template(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
+    """The dataset to create arrays from, and its encoding: the cube's storage layout.
 
+    - ``labels`` and ``frames``: one shard per time chunk of the dask array (what one task
+      writes), inner chunks of one frame;
+    - other variables along time (per-frame series): one chunk, or chunks of whole time
+      chunks of at most :data:`SMALL_CHUNK_BYTES` for very long series;
+    - fill values that mean "not written" (labels ``-1``, frame status ``not_read``, NaN).
+
+    Lazy variables are rechunked to match (they are templates: only metadata is written).
+    """
     encoding: dict[str, dict[str, Any]] = {}
+    updates: dict[str, xr.Variable] = {}
     for name, var in ds.variables.items():
-        if var.chunks is None or "time" not in var.dims:
+        if "time" not in var.dims or name in ds.indexes:
             continue
-        chunks = (var.chunks[0][0], *var.shape[1:])
-        encoding[name] = {"chunks": chunks}
-        if name == "labels":
-            encoding[name] |= {"fill_value": NO_DATA, "_FillValue": None}
-        elif name == "frame_status":
-            encoding[name] |= {"fill_value": FRAME_NOT_READ, "_FillValue": None}
-        elif name == "frames":
-            encoding[name]["compressors"] = frames_compressors()
-        elif var.dtype.kind == "f":
-            encoding[name] |= {"fill_value": np.nan, "_FillValue": None}
-    return encoding
+        frame = var.shape[1:]
+        step = var.chunks[0][0] if var.chunks is not None else var.shape[0]
+        if name in ("labels", "frames"):
+            enc: dict[str, Any] = {"chunks": (1, *frame), "shards": (step, *frame)}
+            if name == "frames":
+                enc["compressors"] = frames_compressors()
+        else:
+            row = max(1, int(np.prod(frame, dtype=np.int64)) * var.dtype.itemsize)
+            per_chunk = max(1, SMALL_CHUNK_BYTES // (row * max(step, 1)))
+            step = min(var.shape[0], per_chunk * step) or 1
+            enc = {"chunks": (step, *frame)}
+        fill = _fill_value(name, var.dtype)
+        if fill is not None:
+            enc |= {"fill_value": fill, "_FillValue": None}
+        encoding[name] = enc
+        if var.chunks is not None:
+            updates[name] = var.chunk({"time": step, **{d: -1 for d in var.dims[1:]}})
+    return ds.assign(**{k: v for k, v in updates.items() if k in ds.data_vars}).assign_coords(
+        **{k: v for k, v in updates.items() if k in ds.coords}
+    ), encoding
 
 
 def chunk_bounds(n_time: int, chunk_frames: int) -> list[tuple[int, int]]:
@@ -351,8 +465,9 @@ def _write_block(
     import zarr
 
     start, stop = int(positions[0]), int(positions[-1]) + 1
-    store = target.zarr_store()
+    cube, staging = target.zarr_store(), target.zarr_store(STAGING)
     for name, block in zip(names, blocks, strict=True):
+        store = staging if name in PER_FRAME else cube
         zarr.open_array(store, path=name, mode="r+", zarr_format=3)[start:stop] = block
     index = starts.index(start)
     for stage, fingerprint in marks:

@@ -1,4 +1,6 @@
-"""The run's tables: ``cover.csv``, ``clusters.json`` and ``trend_summary.txt``.
+"""The run's tables: ``cover.csv``, ``cover.parquet``, ``clusters.json``, ``trend_summary.txt``.
+
+Also the trend table as cube variables (:func:`trend_variables`).
 
 Plain functions from the cover series and the model to pandas tables and text; the
 orchestrator writes them.
@@ -16,7 +18,17 @@ import xarray as xr
 from sediment_xr.model import ClusterModel
 from sediment_xr.trend import summary_statistics, trend_summaries
 
-__all__ = ["clusters_summary", "cover_long", "cover_table", "summary_text"]
+__all__ = [
+    "TREND_ROLE",
+    "clusters_summary",
+    "cover_long",
+    "cover_table",
+    "summary_text",
+    "trend_variables",
+]
+
+#: ``sediment_xr_role`` attribute of the cube's trend variables (replaced on every run).
+TREND_ROLE = "trend"
 
 
 def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) -> pd.DataFrame:
@@ -138,3 +150,67 @@ def summary_text(series: xr.Dataset, trend: pd.DataFrame) -> str:
         f"{table}\n\n"
         f"{trend_summaries(series)}\n"
     )
+
+
+def trend_variables(
+    trend: pd.DataFrame, n_clusters: int, classes: Sequence[str] = ()
+) -> dict[str, xr.DataArray]:
+    """The trend table as cube variables, indexed by ``cluster`` and by ``class``.
+
+    Parameters
+    ----------
+    trend : pandas.DataFrame
+        :func:`sediment_xr.fit_trends` of the cover ``(time, cluster)`` then of the class
+        cover: its first ``n_clusters`` rows are the clusters', the next the classes'.
+    n_clusters : int
+        Number of clusters.
+    classes : sequence of str
+        The class names, in the order of their rows.
+
+    Returns
+    -------
+    dict of str to xarray.DataArray
+        ``cluster_trend (cluster, statistic)`` and ``class_trend (class, statistic)``
+        (float64; every numeric column of the table, ``statistic`` naming the column), and
+        ``cluster_<column>``/``class_<column>`` for date columns (e.g. a break time).
+    """
+    if len(trend) != n_clusters + len(classes):
+        raise ValueError(
+            f"the trend table has {len(trend)} rows, but {n_clusters} clusters and "
+            f"{len(classes)} classes were given"
+        )
+    numeric = [c for c in trend.columns if c != "name" and pd.api.types.is_numeric_dtype(trend[c])]
+    dates = [c for c in trend.columns if pd.api.types.is_datetime64_any_dtype(trend[c])]
+    statistic = xr.DataArray(
+        np.array(numeric, dtype=object),
+        dims="statistic",
+        attrs={"long_name": "statistic of the fit (a column of trend.csv)"},
+    )
+    out: dict[str, xr.DataArray] = {}
+    parts = (("cluster", np.arange(n_clusters), trend.iloc[:n_clusters]),)
+    if len(classes):
+        names = np.array(list(classes), dtype=object)
+        parts += (("class", names, trend.iloc[n_clusters:]),)
+    for dim, index, rows in parts:
+        out[f"{dim}_trend"] = xr.DataArray(
+            rows[numeric].to_numpy(dtype=np.float64),
+            dims=(dim, "statistic"),
+            coords={dim: index, "statistic": statistic},
+            attrs={
+                "long_name": f"trend statistics of each {dim}'s percent cover (trend.csv)",
+                "comment": "OLS of percent cover on days since the first frame; slopes in "
+                "percent day-1 or percent frame-1, HAC = Newey-West standard errors",
+                "sediment_xr_role": TREND_ROLE,
+            },
+        )
+        for column in dates:
+            out[f"{dim}_{column}"] = xr.DataArray(
+                rows[column].to_numpy(dtype="datetime64[ns]"),
+                dims=dim,
+                coords={dim: index},
+                attrs={
+                    "long_name": f"{column} of each {dim}'s cover",
+                    "sediment_xr_role": TREND_ROLE,
+                },
+            )
+    return out
