@@ -84,7 +84,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Bad input fails here, before a cluster starts or a file is written.
     own_cluster = not (args.scheduler or config.dask.scheduler)
     frames = check(config, own_cluster=own_cluster)
-    with dask_client(args.scheduler, config.dask, quiet=args.quiet):
+    with dask_client(args.scheduler, config.dask):
         result = run(config, overwrite=args.overwrite, progress=not args.quiet, frames=frames)
     print(result.output)
     return 0
@@ -112,14 +112,13 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
     from sediment_xr.exceptions import ConfigError, OutputError
     from sediment_xr.store import OUTPUT_FILES
 
-    options = dict(config.storage_options)
     if "://" in config.input:
-        fs, path = url_to_fs(config.input, options)
+        fs, path = url_to_fs(config.input, config.input_options)
         with storage_errors(config.input):
             fs.exists(_literal_prefix(path))
     out = config.output
     if "://" in out:
-        fs, path = url_to_fs(out, options)
+        fs, path = url_to_fs(out, config.output_options)
         protocol = out.split("://", 1)[0].lower()
         bucket = path.strip("/").split("/", 1)[0]
         if protocol in OBJECT_STORES and bucket:

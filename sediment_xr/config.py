@@ -214,6 +214,7 @@ class DaskConfig(_Section):
         1, lambda v, n: check.check_int(v, n, low=1, high=256, example=1)
     )
     memory_limit: str = _key("4GiB", _memory_limit)
+    retries: int = _key(3, lambda v, n: check.check_int(v, n, low=0, high=100, example=3))
 
 
 def _png_frames(value: Any, name: str) -> tuple[int, ...]:
@@ -257,6 +258,10 @@ def _classes(value: Any, name: str) -> dict[str, tuple[int, ...]] | None:
     return {k: tuple(v) for k, v in checked.items()}
 
 
+def _side_options(value: Any, name: str) -> dict[str, Any] | None:
+    return None if value is None else check_storage_options(value, name)
+
+
 def _run_name(value: Any, name: str) -> str | None:
     return check.check_text(value, name, "shr_2022")
 
@@ -266,13 +271,18 @@ class Config(_Section):
     """A whole run of ``sediment-xr run``: one field per top-level key of the YAML file.
 
     ``name`` names the run in ``cover.parquet`` (the ``run`` column) and in its STAC Item;
-    by default it is the output folder's name.
+    by default it is the output folder's name. ``storage_options`` (fsspec options, e.g.
+    credentials and endpoint) serve the input and the output; ``input_storage_options`` and
+    ``output_storage_options`` replace them for one side (e.g. a public bucket read with
+    ``anon: true`` and a private one written with credentials).
     """
 
     input: str = _key(None, _path)
     output: str = _key(None, _path)
     name: str | None = _key(None, _run_name)
     storage_options: Mapping[str, Any] = _key(None, check_storage_options)
+    input_storage_options: Mapping[str, Any] | None = _key(None, _side_options)
+    output_storage_options: Mapping[str, Any] | None = _key(None, _side_options)
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)
@@ -287,6 +297,18 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data, in the file's layout."""
         return _plain(self)
+
+    @property
+    def input_options(self) -> dict[str, Any]:
+        """The fsspec options of the input (and of ``cluster.model``)."""
+        options = self.input_storage_options
+        return dict(self.storage_options if options is None else options)
+
+    @property
+    def output_options(self) -> dict[str, Any]:
+        """The fsspec options of the output folder."""
+        options = self.output_storage_options
+        return dict(self.storage_options if options is None else options)
 
     @property
     def run_name(self) -> str:
@@ -500,7 +522,8 @@ def redact(value: Any) -> Any:
 def redacted_dict(config: Config) -> dict[str, Any]:
     """:meth:`Config.to_dict` with credentials in ``storage_options`` replaced by ``***``."""
     data = config.to_dict()
-    data["storage_options"] = redact(data["storage_options"])
+    for key in ("storage_options", "input_storage_options", "output_storage_options"):
+        data[key] = redact(data[key])
     return data
 
 

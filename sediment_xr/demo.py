@@ -82,7 +82,7 @@ def run_demo(
             }
         ).to_csv(truth_csv, index=False, float_format="%.6f")
     config = demo_config(str(video), str(out / "results"), scheduler)
-    with dask_client(scheduler, config.dask, quiet=not progress):
+    with dask_client(scheduler, config.dask):
         result = run(config, progress=progress, overwrite=overwrite)
     truth = pd.read_csv(truth_csv)
     mat = result.trend.set_index("name").loc["mat"]

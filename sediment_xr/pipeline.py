@@ -53,6 +53,7 @@ from sediment_xr.results import open_results
 from sediment_xr.scheduler import (
     check_task_memory,
     compute_tasks,
+    describe_scheduler,
     keep_chunks,
     progress_logger,
 )
@@ -110,7 +111,7 @@ def open_input(config: Config) -> xr.DataArray:
         chunk_frames=ing.chunk_frames,
         start_time=ing.start_time,
         frame_interval=ing.frame_interval,
-        storage_options=dict(config.storage_options) or None,
+        storage_options=config.input_options or None,
     )
 
 
@@ -128,7 +129,7 @@ def _model_preprocess(config: Config) -> dict[str, Any]:
 def load_model(config: Config) -> ClusterModel:
     """Read ``cluster.model`` and check it was fitted with the config's preprocessing."""
     path = config.cluster.model
-    model = ClusterModel.load(path, storage_options=dict(config.storage_options) or None)
+    model = ClusterModel.load(path, storage_options=config.input_options or None)
     diff = model.mismatches(
         n_clusters=config.cluster.n_clusters,
         color_space=config.preprocess.color_space,
@@ -214,7 +215,7 @@ def run(
     Computes: on the active dask scheduler (start a ``distributed.Client`` first to use a
     cluster). Resumes from finished chunks of an interrupted run with the same config.
     """
-    out = Output(config.output, dict(config.storage_options))
+    out = Output(config.output, config.output_options)
     frames = check(config) if frames is None else frames
     if not out.exists(".sediment_xr"):  # no run of ours has been here: refuse others' files
         foreign = [name for name in OUTPUT_FILES if out.exists(name)]
@@ -224,6 +225,7 @@ def run(
                 "sediment_xr run there. Choose an empty or new output folder."
             )
     say = progress_logger(progress)
+    say(describe_scheduler())
     with OutputLock(out) as lock:
         if lock.taken_over:
             say(f"took over the lock of an earlier run ({lock.taken_over})")
@@ -253,7 +255,7 @@ def _plan(
     """Compare the config with the stored state: refuse, replace or resume."""
     chunk_frames = int(frames.chunks[0][0]) if frames.sizes["time"] else 1
     files = frames.attrs.get("source_files") or [config.input]
-    signature = files_signature(files, dict(config.storage_options) or None)
+    signature = files_signature(files, config.input_options or None)
     fp_cube = config.fingerprint("cube", signature, chunk_frames, LAYOUT)
     # A model given as a file is part of what the labels depend on: its content, not its path.
     given = load_model(config).to_dict()["sha256"] if config.cluster.model else None
@@ -440,7 +442,9 @@ def _label(
         hold = [features]  # its kept chunks, until the tasks that read them are submitted
         del features, labels, percent, variables, window
         lock.check()
-        compute_tasks(tasks, desc="label", progress=progress, hold=hold)
+        compute_tasks(
+            tasks, desc="label", progress=progress, hold=hold, retries=config.dask.retries
+        )
         computed.append("label" if relabel else "frames")  # frames only: same labels
     for stage, fp in marks:
         missing = pending(out.done_chunks(stage, fp), len(plan.bounds))
@@ -546,5 +550,5 @@ def _outputs(
         trend=trend,
         model=model,
         computed=tuple(computed),
-        storage_options=dict(config.storage_options),
+        storage_options=config.output_options,
     )

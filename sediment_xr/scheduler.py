@@ -29,6 +29,7 @@ __all__ = [
     "check_task_memory",
     "compute_tasks",
     "dask_client",
+    "describe_scheduler",
     "keep_chunks",
     "memory_per_thread",
     "progress_logger",
@@ -149,7 +150,7 @@ def check_task_memory(
 
 
 @contextlib.contextmanager
-def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False) -> Iterator[Any]:
+def dask_client(scheduler: str | None, dask_config: Any) -> Iterator[Any]:
     """A client for a run: ``scheduler``'s address, in-process, or an embedded LocalCluster.
 
     Parameters
@@ -160,8 +161,6 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
         of ``dask_config.n_workers`` worker processes on 127.0.0.1.
     dask_config : sediment_xr.config.DaskConfig
         Workers, threads and memory of a LocalCluster.
-    quiet : bool, default False
-        Do not log the dashboard's address.
 
     Yields
     ------
@@ -170,7 +169,6 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
     """
     from distributed import Client, LocalCluster
 
-    log = logging.getLogger("sediment_xr")
     address = check_scheduler(scheduler) or dask_config.scheduler
     if address in IN_PROCESS_SCHEDULERS:
         workers = dask_config.n_workers * dask_config.threads_per_worker
@@ -187,8 +185,6 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
             ) from err
         with client:
             client.register_plugin(SingleThreadedLibraries())
-            if not quiet:
-                log.info("dask dashboard: %s", client.dashboard_link)
             yield client
         return
     # distributed's workers start with one thread for OpenMP/BLAS, and glibc's
@@ -211,8 +207,6 @@ def dask_client(scheduler: str | None, dask_config: Any, *, quiet: bool = False)
         Client(cluster) as client,
     ):
         client.register_plugin(SingleThreadedLibraries())
-        if not quiet:
-            log.info("dask dashboard: %s", client.dashboard_link)
         yield client
 
 
@@ -235,14 +229,36 @@ def keep_chunks(array: xr.DataArray, chunks: list[int]) -> xr.DataArray:
     )
 
 
+def describe_scheduler() -> str:
+    """Where dask computes now, for the log: the distributed scheduler and its dashboard."""
+    try:
+        from distributed import default_client
+
+        client = default_client()
+    except (ImportError, ValueError):
+        return f"dask: computing in this process ({dask.config.get('scheduler', 'threads')})"
+    try:
+        link = client.dashboard_link
+    except Exception:  # a scheduler started without a dashboard
+        link = "none"
+    return f"dask: scheduler {client.scheduler.address}, dashboard {link}"
+
+
 def compute_tasks(
-    tasks: list[Any], *, desc: str, progress: bool, hold: list[Any] | None = None
+    tasks: list[Any],
+    *,
+    desc: str,
+    progress: bool,
+    hold: list[Any] | None = None,
+    retries: int = 0,
 ) -> list[Any]:
     """Compute delayed tasks on the active scheduler, with a progress bar on stderr.
 
     ``tasks`` and ``hold`` (collections whose persisted chunks the tasks read: an optimized
     graph names them without holding them) are emptied once the tasks are submitted to a
     distributed scheduler, so that the persisted chunks are released as each task finishes.
+    On a distributed scheduler a task that raises is run again up to ``retries`` times
+    (e.g. a read from object storage that timed out): give only tasks that can run twice.
     """
     hold = [] if hold is None else hold
     if not tasks:
@@ -266,7 +282,7 @@ def compute_tasks(
     from distributed import as_completed
     from tqdm.auto import tqdm
 
-    futures = client.compute(list(tasks))
+    futures = client.compute(list(tasks), retries=retries)
     tasks.clear()  # the scheduler holds what the tasks need now, and frees it after them
     hold.clear()
     index = {f.key: i for i, f in enumerate(futures)}

@@ -134,7 +134,7 @@ def write_report_files(
             model.center_rgb,
             out.url_of("segmented.mp4"),
             fps=rep.video_fps,
-            storage_options=dict(config.storage_options) or None,
+            storage_options=dict(out.storage_options) or None,
         )
         made.append("video")
     if rep.png_frames:

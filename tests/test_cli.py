@@ -39,7 +39,7 @@ def no_cluster(monkeypatch):
     """Fail loudly instead of starting a dask cluster; record how it was asked for."""
     calls = []
 
-    def fake_dask_client(address, dask_config, quiet=False):
+    def fake_dask_client(address, dask_config):
         calls.append((address, dask_config))
         raise ClusterStarted("the CLI tried to start a dask cluster")
 

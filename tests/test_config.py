@@ -196,7 +196,10 @@ def test_frame_interval_rejects_not_a_time(value):
 
 # --------------------------------------------------------------------------------------------
 # strict keys
-TOP_KEYS = "input, output, storage_options, ingest, preprocess, cluster, classes, dask"
+TOP_KEYS = (
+    "input, output, name, storage_options, input_storage_options, output_storage_options, "
+    "ingest, preprocess, cluster, classes, dask, report"
+)
 
 
 def test_unknown_top_level_key_lists_valid_keys(tmp_path):
@@ -241,7 +244,8 @@ def test_unknown_top_level_key_lists_valid_keys(tmp_path):
         (
             "dask:\n  workers: 4\n",
             "dask.workers",
-            "dask.scheduler, dask.n_workers, dask.threads_per_worker, dask.memory_limit",
+            "dask.scheduler, dask.n_workers, dask.threads_per_worker, dask.memory_limit, "
+            "dask.retries",
         ),
     ],
 )
@@ -631,6 +635,7 @@ FULL = {
         "n_workers": 3,
         "threads_per_worker": 2,
         "memory_limit": "1GiB",
+        "retries": 1,
     },
 }
 
@@ -851,3 +856,24 @@ def test_rewording_keeps_the_suggested_values_intact():
         "config key cluster.model needs text, but got 5. "
         "Use e.g. cluster.model: 'results/shr_frames/model.json'."
     )
+
+
+def test_input_and_output_storage_options_replace_the_shared_ones(tmp_path):
+    """A public input read anonymously, a private output written with credentials."""
+    text = (
+        "input: s3://public/video.mp4\noutput: s3://private/run\n"
+        "storage_options: {endpoint_url: 'http://127.0.0.1:9'}\n"
+        "input_storage_options: {anon: true}\n"
+        "output_storage_options: {key: AKIAEXAMPLE, secret: topsecret}\n"
+    )
+    config = load_config(write(tmp_path, text))
+    assert config.input_options == {"anon": True}
+    assert config.output_options == {"key": "AKIAEXAMPLE", "secret": "topsecret"}
+    shared = load_config(
+        write(tmp_path, "input: s3://b/v.mp4\noutput: s3://b/run\nstorage_options: {anon: true}\n")
+    )
+    assert shared.input_options == shared.output_options == {"anon": True}
+    dumped = dump_config(config)
+    assert "topsecret" not in dumped and "AKIAEXAMPLE" not in dumped
+    with pytest.raises(ConfigError, match="input_storage_options needs a mapping"):
+        load_config(write(tmp_path, "input: a.mp4\noutput: out\ninput_storage_options: anon\n"))

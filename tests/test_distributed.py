@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
+import os
+import sys
 
+import cloudpickle
+import dask
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +17,7 @@ from distributed import Client, LocalCluster
 import sediment_xr as sx
 from sediment_xr import pipeline
 from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig
+from sediment_xr.scheduler import compute_tasks
 from sediment_xr.store import Output
 from sediment_xr.testing import write_video
 
@@ -28,7 +34,28 @@ def crop_rows(series) -> int:
     return int(series.attrs["crop_rows"])
 
 
-def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tmp_path):
+def _fails_once(marker: str) -> int:
+    """A task that fails on its first attempt (a transient error), then succeeds."""
+    if not os.path.exists(marker):
+        open(marker, "w").close()
+        raise OSError("transient: the first attempt fails")
+    return 1
+
+
+def _retries_rerun_a_failed_task(tmp_path) -> None:
+    """compute_tasks' retries run a task that raised again, on the worker processes."""
+    cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import tests
+    try:
+        task = dask.delayed(_fails_once)(str(tmp_path / "retried"), dask_key_name="retried")
+        assert compute_tasks([task], desc="t", progress=False, retries=1) == [1]
+        task = dask.delayed(_fails_once)(str(tmp_path / "not-retried"), dask_key_name="not")
+        with pytest.raises(OSError, match="transient"):
+            compute_tasks([task], desc="t", progress=False, retries=0)
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules[__name__])
+
+
+def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tmp_path, caplog):
     """Done-when: labels on a LocalCluster with 2 worker processes equal in-process ones."""
     config = Config(
         input=str(video),
@@ -54,10 +81,14 @@ def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tm
             dashboard_address="127.0.0.1:0",
         ) as cluster,
         Client(cluster) as client,
+        caplog.at_level(logging.INFO, logger="sediment_xr"),
     ):
         pids = set(client.run(lambda: __import__("os").getpid()).values())
         assert len(pids) == 2
-        on_cluster = pipeline.run(remote, progress=False)
+        on_cluster = pipeline.run(remote, progress=True)
+        _retries_rerun_a_failed_task(tmp_path)
+    # The notebook's own cluster is named in the log, with its dashboard.
+    assert f"dashboard {client.dashboard_link}" in caplog.text
     assert in_process.model == on_cluster.model
     a = Output(config.output).open_cube()
     b = Output(remote.output).open_cube()

@@ -141,6 +141,33 @@ def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
         np.testing.assert_array_equal(cube[var].values, ref[var].values)
 
 
+def test_input_and_output_each_with_their_own_storage_options(s3, small_series, tmp_path):
+    """The shared storage_options point nowhere; each side's own options are used instead,
+    the output's are kept by RunResult.open(), and no secret is written."""
+    fs, options = s3
+    video = write_video(small_series["frames"], tmp_path / "series.mp4", crf=20)
+    fs.put(str(video), "sediment-xr-test/public/series.mp4")
+    writer = {**options, "secret": "writer-s3cr3t-not-to-be-written"}
+    config = Config(
+        input="s3://sediment-xr-test/public/series.mp4",
+        output="s3://sediment-xr-test/split-run",
+        storage_options={"client_kwargs": {"endpoint_url": "http://127.0.0.1:9"}},  # closed
+        input_storage_options=options,
+        output_storage_options=writer,
+        ingest=IngestConfig(start_time="2022-06-01", frame_interval="17h", chunk_frames=4),
+        report=ReportConfig(html=False, video=False),
+    )
+    result = pipeline.run(config, progress=False)
+    assert result.storage_options == writer
+    cube = result.open()  # through the output's options
+    assert cube.sizes["time"] == small_series.sizes["time"]
+    np.testing.assert_allclose(
+        cube["cover"].values, result.cover.filter(like="cluster_").values, atol=1e-6
+    )
+    for path in fs.find("sediment-xr-test/split-run"):
+        assert b"writer-s3cr3t" not in fs.cat(path), path
+
+
 def test_one_writer_lock_on_s3(s3):
     import json
 
