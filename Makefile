@@ -5,13 +5,21 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip
 # The versions tested together; see constraints.txt.
 CONSTRAINTS := -c constraints.txt
+# CI also tests the SPEC 0 floors (constraints-min.txt) on the oldest Python we support and
+# the newest releases on the newest Python; each in its own throw-away venv.
+PYTHON_MIN    ?= $(PYTHON)
+PYTHON_NEWEST ?= $(shell command -v python3.13 || echo /root/.pyenv/versions/3.13.0/bin/python)
 
-.PHONY: demo test lint format clean help
+.PHONY: demo test test-min test-newest hub-check lint format clean help
 
 help:
 	@echo "make demo   - create .venv, install, run the pipeline on the bundled sample"
 	@echo "make test   - create .venv with test extras, run the test suite"
 	@echo "make lint   - ruff check and format check"
+	@echo "make test-min     - the test suite at the minimum versions (.venv-min)"
+	@echo "make test-newest  - the test suite at the newest releases on Python 3.13 (.venv-newest)"
+	@echo "make hub-check    - plain pip install (no extras) on Python 3.13 with pandas 2.x,"
+	@echo "                    then the default config on the bundled frames (.venv-hub)"
 
 $(VENV)/.python-ok:
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "sediment_xr needs Python 3.11 or newer; run make PYTHON=python3.11 ...")'
@@ -33,6 +41,34 @@ demo: $(VENV)/.installed
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest
 
+test-min:
+	rm -rf .venv-min
+	$(PYTHON_MIN) -m venv .venv-min
+	.venv-min/bin/python -m pip install --quiet --upgrade pip
+	.venv-min/bin/python -m pip install --quiet -c constraints-min.txt -e ".[test]"
+	.venv-min/bin/python -m pip freeze --exclude-editable > .venv-min/versions.txt
+	.venv-min/bin/python -m pytest -p no:cacheprovider
+
+test-newest:
+	rm -rf .venv-newest
+	$(PYTHON_NEWEST) -m venv .venv-newest
+	.venv-newest/bin/python -m pip install --quiet --upgrade pip
+	.venv-newest/bin/python -m pip install --quiet --upgrade -e ".[test]"
+	.venv-newest/bin/python -m pip freeze --exclude-editable > .venv-newest/versions.txt
+	.venv-newest/bin/python -m pytest -p no:cacheprovider
+
+# What a hub user does: `pip install sediment_xr` into an image that has pandas 2 and a recent
+# zarr, then runs the default config on the bundled frames.
+hub-check:
+	rm -rf .venv-hub hub_output
+	$(PYTHON_NEWEST) -m venv .venv-hub
+	.venv-hub/bin/python -m pip install --quiet --upgrade pip
+	.venv-hub/bin/python -m pip install --quiet "pandas>=2.2,<3" "zarr>=3.4"
+	.venv-hub/bin/python -m pip install --quiet .
+	.venv-hub/bin/python -c 'import sys, pandas, zarr; print(sys.version.split()[0], "pandas", pandas.__version__, "zarr", zarr.__version__)'
+	cd /tmp && $(CURDIR)/.venv-hub/bin/sediment-xr run $(CURDIR)/configs/shr_frames.yaml --set output=$(CURDIR)/hub_output
+	.venv-hub/bin/python -c 'import sediment_xr as sx; sx.open_results("hub_output"); print("hub-check: complete")'
+
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check sediment_xr tests benchmarks notebooks
 	$(BIN)/ruff format --check sediment_xr tests benchmarks notebooks
@@ -42,4 +78,4 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix sediment_xr tests benchmarks notebooks
 
 clean:
-	rm -rf $(VENV) demo_output results .pytest_cache
+	rm -rf $(VENV) .venv-min .venv-newest .venv-hub demo_output hub_output results .pytest_cache

@@ -64,3 +64,34 @@ assert min(pools()) >= min(pools_before), (pools(), pools_before)
 """
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
+
+
+def _requirements() -> dict[str, str]:
+    """Core dependencies of pyproject.toml: name -> floor."""
+    import re
+    import tomllib
+
+    project = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())["project"]
+    floors = {}
+    for spec in project["dependencies"]:
+        match = re.fullmatch(r"([A-Za-z0-9_.-]+)(\[[^\]]*\])?>=([0-9.]+)", spec.replace(" ", ""))
+        assert match, f"{spec}: every core dependency has a floor and no upper bound (SPEC 0)"
+        floors[match.group(1).lower()] = match.group(3)
+    return floors
+
+
+def test_environment_yml_has_every_dependency_at_its_floor():
+    """environment.yml (conda users) stays in step with pyproject.toml."""
+    import yaml
+
+    conda = {"opencv-python-headless": "py-opencv"}  # conda-forge's names
+    env = yaml.safe_load((PACKAGE.parent / "environment.yml").read_text())
+    listed = {}
+    for spec in env["dependencies"]:
+        if isinstance(spec, str) and ">=" in spec:
+            name, floor = spec.split(">=")
+            listed[name.strip()] = floor.strip()
+    for name, floor in _requirements().items():
+        names = ["dask", "distributed"] if name == "dask" else [conda.get(name, name)]
+        for conda_name in names:
+            assert listed.get(conda_name) == floor, f"{conda_name}>={floor} in environment.yml"
