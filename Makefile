@@ -8,7 +8,12 @@ CONSTRAINTS := -c constraints.txt
 # CI also tests the SPEC 0 floors (constraints-min.txt) on the oldest Python we support and
 # the newest releases on the newest Python; each in its own throw-away venv.
 PYTHON_MIN    ?= $(PYTHON)
-PYTHON_NEWEST ?= $(shell command -v python3.13 || echo /root/.pyenv/versions/3.13.0/bin/python)
+# The first Python 3.13 that runs (a pyenv shim may exist without it being selected).
+PYTHON_NEWEST ?= $(shell for p in python3.13 /root/.pyenv/versions/3.13*/bin/python3.13 \
+	/usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	$$p -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo $$p; break; }; \
+	done)
+NEED_PYTHON_NEWEST = @test -n "$(PYTHON_NEWEST)" || { echo "no Python 3.13 found: make PYTHON_NEWEST=/path/to/python3.13 $@"; exit 2; }
 
 .PHONY: demo test test-min test-newest hub-check lint format clean help
 
@@ -50,6 +55,7 @@ test-min:
 	.venv-min/bin/python -m pytest -p no:cacheprovider
 
 test-newest:
+	$(NEED_PYTHON_NEWEST)
 	rm -rf .venv-newest
 	$(PYTHON_NEWEST) -m venv .venv-newest
 	.venv-newest/bin/python -m pip install --quiet --upgrade pip
@@ -60,6 +66,7 @@ test-newest:
 # What a hub user does: `pip install sediment_xr` into an image that has pandas 2 and a recent
 # zarr, then runs the default config on the bundled frames.
 hub-check:
+	$(NEED_PYTHON_NEWEST)
 	rm -rf .venv-hub hub_output
 	$(PYTHON_NEWEST) -m venv .venv-hub
 	.venv-hub/bin/python -m pip install --quiet --upgrade pip
