@@ -20,6 +20,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree
     __version__ = "0.0.0+unknown"
 
 from sediment_xr import accessor  # noqa: F401  (registers the .sediment accessor)
+from sediment_xr.changes import change_table, seasonal_decomposition
 from sediment_xr.cluster import NO_DATA, fit_kmeans, label, sample_pixels, sample_positions
 from sediment_xr.coverage import classes_from_names, cover, merge_classes
 from sediment_xr.exceptions import (
@@ -50,6 +51,7 @@ __all__ = [
     "SedimentXRError",
     "SedimentXRWarning",
     "__version__",
+    "change_table",
     "classes_from_names",
     "cover",
     "crop",
@@ -66,5 +68,6 @@ __all__ = [
     "preprocess",
     "sample_pixels",
     "sample_positions",
+    "seasonal_decomposition",
     "to_color_space",
 ]

@@ -422,7 +422,10 @@ def _label(
     if computed:  # a new model relabels everything: its variables start empty
         out.remove("model.json", "segmented.mp4", "segmented")  # painted with the old one
         out.clear_progress("label")
-        out.remove_variables("labels", "cover", "cluster", "class_cover", "class")
+        stale = [
+            n for n, v in out.open_cube().variables.items() if {"cluster", "class"} & set(v.dims)
+        ]
+        out.remove_variables("labels", "statistic", *stale)  # cover, trends, their indexes
         out.add_variables({"labels": labels, "cover": percent})
         out.write_text("model.json", model.to_json())  # last: a run killed before refits
     marks = [("label", plan.fp_model)]

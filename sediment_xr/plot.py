@@ -375,6 +375,14 @@ def cover_trends(
             line_dash="dashed",
             line_width=2.5,
         )
+    import holoviews as hv
+
+    for j, name in enumerate(names):  # the located break of a series that changed abruptly
+        row = rows.get(name)
+        if row is not None and _changed_abruptly(row):
+            plot = plot * hv.VLine(pd.Timestamp(row["break_time"])).opts(
+                color=palette[j], line_dash="dotted", line_width=2
+            )
     if title is None:
         title = (
             f"Percent cover per {dim} with OLS trend (x = days since {t0:{_TIME_FORMAT}}{note})"
@@ -391,6 +399,13 @@ def cover_trends(
         show_grid=True,
         padding=0.05,
     )
+
+
+def _changed_abruptly(row: Mapping[str, Any], alpha: float = 0.05) -> bool:
+    """Whether a trend row's CUSUM test (autocorrelation-robust) rejects stability."""
+    p_value = row.get("cusum_p_value_hac", np.nan)
+    when = row.get("break_time", pd.NaT)
+    return bool(np.isfinite(p_value) and p_value < alpha and not pd.isna(when))
 
 
 def _check_clusters(clusters: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -60,8 +60,10 @@ def _e(value: Any) -> str:
 
 
 def _number(value: Any, digits: int = 4) -> str:
-    if value is None:
+    if value is None or value is pd.NaT:
         return "–"
+    if isinstance(value, pd.Timestamp):
+        return _e(value.strftime("%Y-%m-%d %H:%M"))
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, int | np.integer):
@@ -300,7 +302,12 @@ def build_report(
 <section id="trend"><h2>Trends</h2>
 <p class="note">Ordinary least squares of cover on days since the first frame (dashed lines);
 x = days since the first frame, y = cover in percent. A time-lapse series is autocorrelated:
-see the HAC (Newey-West) columns and Durbin-Watson in the table.</p>
+see the HAC (Newey-West) columns and Durbin-Watson in the table. Dotted vertical lines mark
+an abrupt change: the best single mean-shift split (<code>break_time</code>, <code>shift</code>
+in percentage points) of a series whose OLS-residual CUSUM test of stability rejects at 5 %
+with autocorrelation-robust scaling (<code>cusum_p_value_hac</code>); the split alone is only
+a location, the p-value is the evidence. <code>seasonal_amplitude</code> is the range of the
+mean seasonal cycle (STL of daily means) when the frames span two years or more.</p>
 {trend_classes}{plot("trend_clusters")}
 <h3>Trend table</h3>
 <div class="wide">{_table(trend, index=False, text_columns=("name",))}</div>

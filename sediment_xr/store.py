@@ -233,10 +233,19 @@ class Output:
 
     # -- the cube -------------------------------------------------------------------------
     def open_cube(self) -> xr.Dataset | None:
-        """The stored cube, lazily, or None when there is none."""
+        """The stored cube, lazily, or None when there is none.
+
+        Dask chunks are the run's time chunks (a shard of ``labels``: one read per task),
+        not the one-frame inner chunks that ``xr.open_zarr(path)`` gives by default.
+        """
         if not self.exists("cube.zarr", "zarr.json"):
             return None
-        return xr.open_zarr(self.zarr_store(), chunks={}, **_ZARR_KW)
+        cube = xr.open_zarr(self.zarr_store(), chunks=None, **_ZARR_KW)
+        raw = cube.attrs.get(STATE_ATTR)
+        state = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        step = state.get("chunk_frames")
+        time = {"time": step} if isinstance(step, int) and step > 0 else {}
+        return cube.chunk(time)
 
     def state(self) -> dict[str, Any] | None:
         """What the tool recorded in the cube (fingerprints, stage status), or None."""

@@ -4,7 +4,8 @@ For every cluster and class: ordinary least squares of cover on days since the f
 and on frame index (statsmodels), with R², p-value and confidence interval of the per-day
 slope; the Durbin-Watson statistic of the residuals in time order; and Newey-West (HAC)
 standard errors beside the plain ones, because a time-lapse series is autocorrelated and plain
-OLS standard errors then understate the uncertainty.
+OLS standard errors then understate the uncertainty.  :func:`fit_trends` appends the
+change-point and seasonal columns of :func:`sediment_xr.changes.change_table`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterator
+from datetime import timedelta
 
 import numpy as np
 import pandas as pd
@@ -19,10 +21,15 @@ import xarray as xr
 
 from sediment_xr.exceptions import InputError
 
+#: A length of time: a pandas offset alias of fixed length (``"365D"``, ``"1D"``, ``"1h"``),
+#: a ``pandas.Timedelta``, ``datetime.timedelta`` or ``numpy.timedelta64``.
+TimeLength = str | pd.Timedelta | timedelta | np.timedelta64
+
 __all__ = [
     "HAC_COLUMNS",
     "TREND_COLUMNS",
     "fit_trends",
+    "iter_series",
     "summary_statistics",
     "trend_dataset",
     "trend_summaries",
@@ -84,27 +91,55 @@ def _series_name(dim: str, value) -> str:
     return f"cluster_{int(value)}" if dim == "cluster" else str(value)
 
 
-def _iter_fits(series: xr.DataArray | xr.Dataset, hac_maxlags: int | None) -> Iterator[_Fit]:
-    """Fit every series; yields a _Fit (with None fits where fewer than 3 frames)."""
-    import statsmodels.api as sm
+def iter_series(
+    series: xr.DataArray | xr.Dataset,
+) -> Iterator[tuple[str, pd.DatetimeIndex, np.ndarray, np.ndarray]]:
+    """Every cover series, one at a time, in the order of the rows of :func:`fit_trends`.
 
+    Parameters
+    ----------
+    series : xarray.DataArray or xarray.Dataset
+        Cover ``(time, cluster)`` or ``(time, class)``, or a Dataset of such arrays.
+
+    Yields
+    ------
+    name : str
+        ``cluster_<i>`` for a cluster, the class name for a class.
+    times : pandas.DatetimeIndex
+        Time of every frame, NaN frames included.
+    frames : numpy.ndarray
+        Frame index (float64) of every frame: the ``frame`` coordinate, else positions.
+    values : numpy.ndarray
+        Percent cover (float64) of every frame; NaN where a frame has no cover.
+
+    Notes
+    -----
+    Computes: loads the (small) cover series.
+    """
     if isinstance(series, xr.Dataset):
         for var in series.data_vars:
-            yield from _iter_fits(series[var], hac_maxlags)
+            yield from iter_series(series[var])
         return
     series, other = _as_2d(series)
-    times_all = pd.DatetimeIndex(series["time"].values)
-    days_all = ((times_all - times_all[0]) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
-    frames_all = (
+    times = pd.DatetimeIndex(series["time"].values)
+    frames = (
         np.asarray(series["frame"].values, dtype=np.float64)
         if "frame" in series.coords
         else np.arange(series.sizes["time"], dtype=np.float64)
     )
     for j, value in enumerate(series[other].values):
-        y_all = np.asarray(series.values[:, j], dtype=np.float64)
+        yield _series_name(other, value), times, frames, series.values[:, j].astype(np.float64)
+
+
+def _iter_fits(series: xr.DataArray | xr.Dataset, hac_maxlags: int | None) -> Iterator[_Fit]:
+    """Fit every series; yields a _Fit (with None fits where fewer than 3 frames)."""
+    import statsmodels.api as sm
+
+    for name, times_all, frames_all, y_all in iter_series(series):
+        days_all = ((times_all - times_all[0]) / pd.Timedelta(days=1)).to_numpy(dtype=np.float64)
         ok = np.isfinite(y_all)
         days, frames, y = days_all[ok], frames_all[ok], y_all[ok]
-        fit = _Fit(_series_name(other, value), times_all[ok], days, frames, y, None, None, None)
+        fit = _Fit(name, times_all[ok], days, frames, y, None, None, None)
         if ok.sum() >= 3 and np.ptp(days) > 0:
             x_day = sm.add_constant(days, has_constant="add")
             model = sm.OLS(y, x_day)
@@ -145,7 +180,14 @@ def _row(fit: _Fit, alpha: float) -> dict:
 
 
 def fit_trends(
-    series: xr.DataArray | xr.Dataset, *, alpha: float = 0.05, hac_maxlags: int | None = None
+    series: xr.DataArray | xr.Dataset,
+    *,
+    alpha: float = 0.05,
+    hac_maxlags: int | None = None,
+    min_size: int | None = None,
+    period: TimeLength = "365D",
+    resample: TimeLength = "1D",
+    max_gap: TimeLength | None = None,
 ) -> pd.DataFrame:
     """Fit ordinary least squares of each cover series on time and on frame index.
 
@@ -159,22 +201,45 @@ def fit_trends(
         ``1 - alpha`` is the level of the confidence intervals of the per-day slope.
     hac_maxlags : int, optional
         Lags of the Newey-West (HAC) covariance; by default ``floor(4 (n / 100) ** (2/9))``.
+        Also the lags of the autocorrelation-robust CUSUM p-value.
+    min_size, period, resample, max_gap
+        Passed to :func:`sediment_xr.changes.change_table`: the smallest segment of the
+        mean-shift break, and the seasonal cycle's length, resampling step and longest
+        interpolated gap.
 
     Returns
     -------
     pandas.DataFrame
         One row per series: :data:`TREND_COLUMNS` (slope per day and per frame in percentage
         points, intercept = cover at the first frame's time, R², p-value and CI of the
-        per-day slope, frames used) then :data:`HAC_COLUMNS`. Frames with NaN cover are left
-        out; series with fewer than 3 frames get NaN statistics.
+        per-day slope, frames used) then :data:`HAC_COLUMNS`, then
+        :data:`sediment_xr.changes.CHANGE_COLUMNS` (CUSUM test of stability, the best single
+        mean-shift break, the seasonal amplitude). Frames with NaN cover are left out;
+        series with fewer than 3 frames get NaN statistics (fewer than 8: NaN change-point
+        columns). ``break_time`` is datetime64 (NaT where none): read ``trend.csv`` back with
+        ``pandas.read_csv(path, parse_dates=["break_time"])``.
 
     Notes
     -----
     Computes: loads the (small) cover series.
     """
+    from sediment_xr.changes import CHANGE_COLUMNS, change_table
+
+    changes = change_table(  # checks its options before any fit
+        series,
+        min_size=min_size,
+        hac_maxlags=hac_maxlags,
+        period=period,
+        resample=resample,
+        max_gap=max_gap,
+    )
     rows = [_row(fit, alpha) for fit in _iter_fits(series, hac_maxlags)]
     table = pd.DataFrame(rows, columns=[*TREND_COLUMNS, *HAC_COLUMNS])
     table["n"] = table["n"].astype(np.int64)
+    if table["name"].tolist() != changes["name"].tolist():  # pragma: no cover - one iterator
+        raise RuntimeError("fit_trends: trend and change-point rows are out of step")
+    for column in CHANGE_COLUMNS:
+        table[column] = changes[column].to_numpy()
     return table
 
 
@@ -186,11 +251,12 @@ def trend_dataset(
     Returns
     -------
     xarray.Dataset
-        Every column of :func:`fit_trends` as a variable along ``name``, plus ``fitted`` and
-        ``residual`` ``(time, name)`` of the per-day fit, in time order.
+        Every column of :func:`fit_trends` (with its default options) as a variable along
+        ``name``, plus ``fitted`` and ``residual`` ``(time, name)`` of the per-day fit, in
+        time order.
     """
     fits = list(_iter_fits(series, hac_maxlags))
-    table = pd.DataFrame([_row(f, alpha) for f in fits]).set_index("name")
+    table = fit_trends(series, alpha=alpha, hac_maxlags=hac_maxlags).set_index("name")
     ds = xr.Dataset.from_dataframe(table)
     times = pd.DatetimeIndex(sorted(set().union(*[set(f.times) for f in fits]))) if fits else []
     fitted = np.full((len(times), len(fits)), np.nan)
@@ -215,11 +281,16 @@ def trend_dataset(
         "intercept": "percent",
         "se": "percent day-1",
         "se_hac": "percent day-1",
+        "cover_before": "percent",
+        "cover_after": "percent",
+        "shift": "percent",
+        "seasonal_amplitude": "percent",
     }
     for var, unit in units.items():
         ds[var].attrs["units"] = unit
     ds.attrs["comment"] = (
-        "OLS of percent cover on days since the first frame; HAC = Newey-West standard errors"
+        "OLS of percent cover on days since the first frame; HAC = Newey-West standard errors; "
+        "change-point and seasonal columns: see sediment_xr.changes.change_table"
     )
     return ds
 

@@ -111,8 +111,10 @@ def test_cube_is_cf_labelled_and_complete(shr_run):
     assert cube["labels"].attrs["flag_values"] == [-1, 0, 1, 2, 3]
     assert cube["cover"].attrs["units"] == "percent"
     assert cube["time"].dtype.kind == "M"
-    # zarr chunks equal dask chunks, along time only
-    assert cube["labels"].encoding["chunks"] == (2, 400, 1024)
+    # one shard per time chunk (what one task writes), one inner chunk per frame; the dask
+    # chunks of the opened cube are the time chunks
+    assert cube["labels"].encoding["chunks"] == (1, 400, 1024)
+    assert cube["labels"].encoding["shards"] == (2, 400, 1024)
     assert cube["labels"].chunks[0] == (2, 2)
     assert list(cube["class"].values) == ["bg", "bio"]
     # the labels are on the crop's grid, with the original pixel positions; the crop is data

@@ -147,6 +147,33 @@ def test_cover_trends_planted_slope(cover):
     assert float(labels["cluster_3"].split()[2]) > 0  # cluster 3 was planted to grow
 
 
+def test_cover_trends_marks_an_abrupt_change_only(cover):
+    """A planted +15 pp step gets a dotted line at its break; a smooth trend gets none."""
+    from bokeh.models import Span
+
+    rng = np.random.default_rng(3)
+    n = 120
+    step = np.where(np.arange(n) >= 80, 45.0, 30.0) + rng.normal(0, 1.5, n)
+    smooth = np.linspace(20, 35, n) + rng.normal(0, 1.5, n)
+    series = xr.DataArray(
+        np.stack([step, smooth], axis=1),
+        dims=("time", "class"),
+        coords={
+            "time": pd.date_range("2022-01-01", periods=n, freq="17h"),
+            "class": ["stepped", "smooth"],
+        },
+    )
+    trend = sx.fit_trends(series).set_index("name")
+    assert trend.loc["stepped", "cusum_p_value_hac"] < 0.01
+    assert trend.loc["smooth", "cusum_p_value_hac"] > 0.05
+    figure = render(plot.cover_trends(series, trend.reset_index()))
+    spans = [r for r in [*figure.renderers, *figure.center] if isinstance(r, Span)]
+    assert len(spans) == 1
+    break_ms = pd.Timestamp(trend.loc["stepped", "break_time"]).value / 1e6
+    assert spans[0].location == pytest.approx(break_ms)
+    assert trend.loc["stepped", "break_frame"] == 80
+
+
 def test_cover_trends_without_fit_draws_points_only(cover):
     trend = sx.fit_trends(cover.isel(time=slice(0, 2)))  # < 3 frames: NaN statistics
     figure = render(plot.cover_trends(cover.isel(time=slice(0, 2)), trend))

@@ -8,6 +8,7 @@ import statsmodels.api as sm
 import xarray as xr
 
 import sediment_xr as sx
+from sediment_xr.changes import CHANGE_COLUMNS
 from sediment_xr.trend import (
     HAC_COLUMNS,
     TREND_COLUMNS,
@@ -36,7 +37,7 @@ def test_exact_line_is_recovered():
     per_frame = 0.3
     bio = 20 + per_frame * np.arange(n)
     table = sx.fit_trends(series(np.stack([bio, 100 - bio], axis=1)))
-    assert list(table.columns) == [*TREND_COLUMNS, *HAC_COLUMNS]
+    assert list(table.columns) == [*TREND_COLUMNS, *HAC_COLUMNS, *CHANGE_COLUMNS]
     row = table.set_index("name").loc["bio"]
     # 17 h per position; frame coordinate advances by 2 per position
     np.testing.assert_allclose(row["slope_per_day"], per_frame * 24 / 17)
