@@ -225,12 +225,12 @@ def run(
                 "sediment_xr run there. Choose an empty or new output folder."
             )
     say = progress_logger(progress)
-    say(describe_scheduler())
     with OutputLock(out) as lock:
         if lock.taken_over:
             say(f"took over the lock of an earlier run ({lock.taken_over})")
         plan = _plan(config, out, frames, overwrite, say)
         lock.check()
+        say(describe_scheduler())
         model, computed = _label(config, out, frames, plan, lock, say, progress)
         lock.check()
         return _outputs(config, out, frames, model, plan, computed, lock, say)

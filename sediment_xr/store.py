@@ -244,7 +244,8 @@ class Output:
         raw = cube.attrs.get(STATE_ATTR)
         state = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
         step = state.get("chunk_frames")
-        time = {"time": step} if isinstance(step, int) and step > 0 else {}
+        chunked = isinstance(step, int) and step > 0 and "time" in cube.dims
+        time = {"time": step} if chunked else {}
         return cube.chunk(time)
 
     def state(self) -> dict[str, Any] | None:
