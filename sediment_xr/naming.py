@@ -196,6 +196,9 @@ class NamingWidget:
         self.yaml: str | None = None
         self.inputs = []
         rows = []
+        # panel 1.9 renamed a widget's name to label and Button's button_type to color
+        label = "label" if "label" in pn.widgets.TextInput.param else "name"
+        primary = {"color" if "color" in pn.widgets.Button.param else "button_type": "primary"}
         for i, item in enumerate(clusters):
             if not isinstance(item, Mapping) or "center_rgb" not in item:
                 raise InputError(
@@ -204,7 +207,7 @@ class NamingWidget:
                 )
             cid = int(item.get("id", i))
             text = pn.widgets.TextInput(
-                label=f"name of cluster {cid}",
+                **{label: f"name of cluster {cid}"},
                 value=str(item.get("name", f"cluster_{cid}")),
                 width=240,
             )
@@ -223,7 +226,7 @@ class NamingWidget:
             share_text = f"{float(share):.1f} %" if share is not None else "–"
             parts += [pn.pane.Markdown(share_text, width=80), text]
             rows.append(pn.Row(*parts))
-        self.save_button = pn.widgets.Button(label="Save classes", color="primary")
+        self.save_button = pn.widgets.Button(**{label: "Save classes"}, **primary)
         self.save_button.on_click(self._on_click)
         self.status = pn.pane.Alert("", alert_type="info", visible=False)
         self.yaml_pane = pn.pane.Str("", visible=False)

@@ -72,7 +72,7 @@ def parse_frame_interval(
         )
     try:
         interval = pd.Timedelta(value)
-    except (OverflowError, pd.errors.OutOfBoundsTimedelta) as err:
+    except (OverflowError, pd.errors.OutOfBoundsTimedelta, pd.errors.OutOfBoundsDatetime) as err:
         raise ConfigError(
             f"{name} needs {need} of at most about 292 years (what datetime64[ns] can hold), "
             f"but got {value!r}. Use e.g. {setting(name, '1h')}.",

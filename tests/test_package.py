@@ -94,4 +94,21 @@ def test_environment_yml_has_every_dependency_at_its_floor():
     for name, floor in _requirements().items():
         names = ["dask", "distributed"] if name == "dask" else [conda.get(name, name)]
         for conda_name in names:
-            assert listed.get(conda_name) == floor, f"{conda_name}>={floor} in environment.yml"
+            found = listed.get(conda_name, "")
+            # conda-forge's OpenCV has no wheel build number (4.10.0, not 4.10.0.84)
+            same = found == floor or (conda_name == "py-opencv" and floor.startswith(found))
+            assert found and same, f"{conda_name}>={floor} in environment.yml"
+
+
+def test_minimum_versions_ci_installs_every_floor():
+    """constraints-min.txt (the minimum-versions CI job) pins each core floor exactly."""
+    pins = {}
+    for line in (PACKAGE.parent / "constraints-min.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[name.strip().lower()] = version.strip()
+    from packaging.version import Version
+
+    for name, floor in _requirements().items():
+        pin = pins.get(name)
+        assert pin and Version(pin) == Version(floor), f"constraints-min.txt: {name}=={floor}"
