@@ -13,6 +13,7 @@ from sediment_xr.exceptions import NAMED, ConfigError, InputError, setting
 from sediment_xr.frames import whole
 
 __all__ = [
+    "CLASS_ATTRS",
     "check_classes",
     "classes_from_names",
     "cover",
@@ -63,6 +64,8 @@ _COVER_ATTRS = {
     "cell_methods": "time: point area: mean (comment: percent of the analysed pixels)",
 }
 _CLUSTER_ATTRS = {"long_name": "cluster id (0 = darkest centre)"}
+#: Attributes of the ``class`` coordinate of class cover.
+CLASS_ATTRS = {"long_name": "class name (merged clusters)"}
 
 
 def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArray:
@@ -205,13 +208,10 @@ def merge_classes(cover: xr.DataArray, classes: Mapping[str, Sequence[int]]) -> 
     matrix = np.zeros((cover.sizes["cluster"], len(names)))
     for j, name in enumerate(names):
         matrix[checked[name], j] = 1.0
-    weights = xr.DataArray(
-        matrix,
-        dims=("cluster", "class"),
-        coords={"class": ("class", names, {"long_name": "class name (merged clusters)"})},
-    )
+    weights = xr.DataArray(matrix, dims=("cluster", "class"), coords={"class": names})
     out = xr.dot(cover, weights, dim="cluster")
     out = out.transpose(*[("class" if d == "cluster" else d) for d in cover.dims])
+    out = out.assign_coords({"class": ("class", out["class"].values, dict(CLASS_ATTRS))})
     out.name = "class_cover"
     out.attrs = {
         "long_name": "percent cover of each class (merged clusters)",

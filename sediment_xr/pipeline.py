@@ -42,7 +42,7 @@ from sediment_xr.config import (
     redacted_dict,
     stage_settings,
 )
-from sediment_xr.coverage import cover, merge_classes
+from sediment_xr.coverage import CLASS_ATTRS, cover, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
 from sediment_xr.io import open_frames
@@ -498,9 +498,7 @@ def _outputs(
     if config.classes:
         class_cover = merge_classes(series["cover"], config.classes)
         names = np.array(list(config.classes), object)  # str, not numpy's fixed width
-        class_cover = class_cover.assign_coords(
-            {"class": ("class", names, class_cover["class"].attrs)}
-        )
+        class_cover = class_cover.assign_coords({"class": ("class", names, CLASS_ATTRS)})
         out.add_variables({"class_cover": class_cover})
         series["class_cover"] = class_cover
     table = cover_table(series["cover"], series.get("class_cover"))

@@ -52,6 +52,7 @@ __all__ = [
     "OUTPUT_FILES",
     "PER_FRAME",
     "REPORT_FILES",
+    "SHARDED",
     "STAGING",
     "STATE_ATTR",
     "TABLE_FILES",
@@ -72,6 +73,8 @@ STAGING = ".sediment_xr/by_chunk.zarr"
 #: Variables with one value or row per frame: written per time chunk into :data:`STAGING`,
 #: gathered into the cube at the end.
 PER_FRAME = ("cover", "frame_status")
+#: Variables stored with one shard per time chunk (one inner chunk per frame).
+SHARDED = ("labels", "frames")
 #: Largest per-frame variable stored as one chunk (larger ones: a few chunks of this size).
 SMALL_CHUNK_BYTES = 64 * 2**20
 #: Files a finished run always leaves.
@@ -348,6 +351,18 @@ class Output:
                     "coordinates"
                 ] = " ".join(coords)
 
+    def remove_shard(self, name: str, index: int, ndim: int) -> None:
+        """Delete the shard of a time chunk of a sharded variable, if it exists.
+
+        A chunk task writes its whole shard; removing what an interrupted write left first
+        means zarr never reads a truncated shard back (zarr 3.0 merges a write into the
+        stored shard, and fails on a torn one's checksum).
+        """
+        path = self.path("cube.zarr", name, "c", str(index), *["0"] * (ndim - 1))
+        fs = self.fs
+        if fs.exists(path):
+            fs.rm_file(path)
+
     # -- per-frame variables, by chunk ----------------------------------------------------
     def _create_staging(self, ds: xr.Dataset) -> None:
         """Create (empty) the by-chunk copies of the lazy per-frame variables of ``ds``."""
@@ -432,7 +447,7 @@ def _template(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
             continue
         frame = var.shape[1:]
         step = var.chunks[0][0] if var.chunks is not None else var.shape[0]
-        if name in ("labels", "frames"):
+        if name in SHARDED:
             enc: dict[str, Any] = {"chunks": (1, *frame), "shards": (step, *frame)}
             if name == "frames":
                 enc["compressors"] = frames_compressors()
@@ -475,11 +490,13 @@ def _write_block(
     import zarr
 
     start, stop = int(positions[0]), int(positions[-1]) + 1
+    index = starts.index(start)
     cube, staging = target.zarr_store(), target.zarr_store(STAGING)
     for name, block in zip(names, blocks, strict=True):
+        if name in SHARDED:
+            target.remove_shard(name, index, block.ndim)
         store = staging if name in PER_FRAME else cube
         zarr.open_array(store, path=name, mode="r+", zarr_format=3)[start:stop] = block
-    index = starts.index(start)
     for stage, fingerprint in marks:
         target.mark_done(stage, fingerprint, index)
     return np.full(stop - start, index, dtype=np.int64)

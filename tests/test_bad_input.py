@@ -853,6 +853,7 @@ def s3(tmp_path_factory):
 def moto_checks_credentials():
     """Make the moto server check credentials, as S3 does (moto accepts any by default)."""
     from moto import settings
+
     try:
         from moto.core.authorization import ActionAuthenticatorMixin  # moto >= 5.1.17
     except ImportError:
