@@ -44,6 +44,7 @@ __all__ = [
     "storage_error",
     "storage_errors",
     "url_to_fs",
+    "without_query",
 ]
 
 #: URL protocols of object stores (buckets, no real folders).
@@ -254,3 +255,10 @@ def files_signature(files: Sequence[str], storage_options: Mapping[str, Any] | N
         info = infos.get(path) or fs.info(path)
         entries.append([posixpath.basename(path), info.get("size"), _stamp(info)])
     return hashlib.sha256(json.dumps(sorted(entries)).encode()).hexdigest()[:16]
+
+
+def without_query(url: str | None) -> str | None:
+    """An HTTP(S) URL without its query (a presigned URL's signature); others unchanged."""
+    if url is None or not url.lower().startswith(("http://", "https://")):
+        return url
+    return url.split("?", 1)[0].split("#", 1)[0]

@@ -76,8 +76,13 @@ def append_history(attrs: dict[str, Any], text: str) -> dict[str, Any]:
 
 
 def call_repr(func: str, source: str, **options: Any) -> str:
-    """``func('source', key=value, ...)`` for a history line (storage options never shown)."""
-    parts = [repr(source)]
+    """``func('source', key=value, ...)`` for a history line.
+
+    Storage options are never shown, nor a URL's query (a presigned URL's signature).
+    """
+    from sediment_xr._fs import without_query
+
+    parts = [repr(without_query(source) if isinstance(source, str) else source)]
     for key, value in options.items():
         if not isinstance(value, str | int | float | tuple | list | type(None)):
             value = str(value)

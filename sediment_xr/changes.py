@@ -9,8 +9,8 @@ Two questions a straight line does not answer:
   gives the location: where two segment means fit best.  A split is found in *every* series,
   a smooth trend included, so the split is only a location; the p-value is the evidence.
 - **Is there a seasonal cycle?**  STL (:class:`statsmodels.tsa.seasonal.STL`) of the
-  cover's means per resampling step (a day by default), when the series covers at least two
-  full periods (a year by default).
+  cover's means per resampling step (5 days by default: 73 per year), when the series
+  covers at least two full periods (a year by default).
 
 Only one break is located.  Several breaks (PELT, binary segmentation, e.g. with the
 ``ruptures`` package on ``cover.csv``) need a penalty chosen by the user and give no
@@ -52,7 +52,7 @@ CHANGE_COLUMNS = (
 MIN_FRAMES = 8
 
 _PERIOD_EXAMPLE = "365D"
-_RESAMPLE_EXAMPLE = "1D"
+_RESAMPLE_EXAMPLE = "5D"
 
 
 # --- options ---------------------------------------------------------------------------------
@@ -291,7 +291,7 @@ def seasonal_decomposition(
     series: xr.DataArray | xr.Dataset,
     *,
     period: TimeLength = "365D",
-    resample: TimeLength = "1D",
+    resample: TimeLength = "5D",
     max_gap: TimeLength | None = None,
     robust: bool = False,
 ) -> xr.Dataset | None:
@@ -305,9 +305,11 @@ def seasonal_decomposition(
     period : str or timedelta, default "365D"
         Length of the seasonal cycle: a whole number (at least 2) of ``resample`` steps.
         For a daily cycle use e.g. ``period="1D", resample="1h"``.
-    resample : str or timedelta, default "1D"
+    resample : str or timedelta, default "5D"
         Cover is averaged over bins of this length (bins start at midnight of the first
-        frame's day).
+        frame's day). Five days give 73 bins a year: STL of 6 series over 850 days took
+        0.05 s against 1.3 s with daily bins (one run of the benchmark video's cover), and
+        5-day means of a yearly sinusoid keep 99.97 % of its range.
     max_gap : str or timedelta, optional
         Longest run of bins without frames that is filled by linear interpolation in time;
         ``period / 12`` by default (about a month of a year, 2 hours of a day).
@@ -424,7 +426,7 @@ def change_table(
     min_size: int | None = None,
     hac_maxlags: int | None = None,
     period: TimeLength = "365D",
-    resample: TimeLength = "1D",
+    resample: TimeLength = "5D",
     max_gap: TimeLength | None = None,
 ) -> pd.DataFrame:
     """Change-point test, best single break and seasonal amplitude of every cover series.

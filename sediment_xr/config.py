@@ -52,7 +52,17 @@ _MAX_CONFIG_BYTES = 1_000_000
 # 1 GiB dask pauses or restarts workers for ever instead of failing.
 _MIN_MEMORY_LIMIT = 2**30
 _MAX_MEMORY_LIMIT = 2**50  # 1 PiB
-_SECRET_WORDS = ("key", "secret", "token", "password", "credential")
+_SECRET_WORDS = (
+    "key",
+    "secret",
+    "token",
+    "password",
+    "credential",
+    "connection_string",
+    "authorization",
+    "signature",
+    "sas",
+)
 
 
 def _key(default: Any, checker: Any = None) -> Any:

@@ -62,6 +62,8 @@ _COVER_ATTRS = {
     "valid_min": 0.0,
     "valid_max": 100.0,
     "cell_methods": "time: point area: mean (comment: percent of the analysed pixels)",
+    "comment": "the share of the analysed pixels; an area fraction of the seafloor for a "
+    "camera looking straight down, weighted towards the near field for an oblique one",
 }
 _CLUSTER_ATTRS = {"long_name": "cluster id (0 = darkest centre)"}
 #: Attributes of the ``class`` coordinate of class cover.
@@ -220,6 +222,7 @@ def merge_classes(cover: xr.DataArray, classes: Mapping[str, Sequence[int]]) -> 
         "valid_min": 0.0,
         "valid_max": 100.0,
         "cell_methods": _COVER_ATTRS["cell_methods"],
+        "comment": _COVER_ATTRS["comment"],
         "classes": str({k: v for k, v in checked.items()}),
     }
     return out

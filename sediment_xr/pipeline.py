@@ -31,7 +31,7 @@ import pandas as pd
 import xarray as xr
 
 from sediment_xr import __version__
-from sediment_xr._fs import files_signature
+from sediment_xr._fs import files_signature, without_query
 from sediment_xr._provenance import coverage_attrs, history_line
 from sediment_xr.cluster import fit_kmeans, label, sample_pixels, sample_positions
 from sediment_xr.config import (
@@ -326,7 +326,7 @@ def _prepare_cube(
         attrs = {
             "Conventions": "CF-1.10, ACDD-1.3",
             "title": _title(store_frames),
-            "source": config.input,
+            "source": without_query(config.input),
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
             **{k: features.attrs[k] for k in WINDOW_ATTRS if k in features.attrs},
@@ -335,6 +335,10 @@ def _prepare_cube(
         out.create_cube(template, attrs, state=plan.state)
         plan.state["cube_created"] = True
     else:
+        # The first write to a finished cube says it is not complete any more (and drops its
+        # consolidated metadata): a run stopped after any later change never looks finished.
+        # The state keeps the old fingerprints until the old model is forgotten.
+        out.mark_incomplete()
         if plan.new_model:  # forget the old model before the state names the new one
             out.remove("model.json")
             out.clear_progress("label")
@@ -530,7 +534,12 @@ def _outputs(
     acdd = coverage_attrs(cube["time"].values)
     files = [name for name in ASSETS if name == "cube.zarr" or out.exists(name)]
     item = run_item(
-        cube, run=config.run_name, files=files, properties={"created": acdd["date_created"]}
+        cube,
+        run=config.run_name,
+        files=files,
+        classes=list(config.classes or ()),
+        time_chunk=plan.state.get("chunk_frames"),
+        properties={"created": acdd["date_created"]},
     )
     out.write_text("item.json", item_json(item))
     plan.state["stages"] = {"label": "complete", "outputs": "complete"}

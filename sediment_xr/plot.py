@@ -53,7 +53,10 @@ _TIME_TOOLTIP = "@{time}{%F %H:%M}"
 #: Frames above which the cover plots show means over time bins (with the minimum and maximum
 #: of each bin) instead of every frame: a year of 10-minute stills is 52,560 frames.
 MAX_PLOTTED_FRAMES = 2000
-_BIN_WIDTHS = ("1h", "3h", "6h", "12h", "1D", "2D", "7D", "14D", "30D", "91D", "365D")
+_BIN_WIDTHS = (
+    *("1s", "2s", "5s", "10s", "30s", "1min", "2min", "5min", "10min", "30min"),
+    *("1h", "3h", "6h", "12h", "1D", "2D", "7D", "14D", "30D", "91D", "365D"),
+)
 
 
 def bin_cover(series: xr.DataArray, max_bins: int = 1000) -> tuple[xr.Dataset, str]:
@@ -70,8 +73,9 @@ def bin_cover(series: xr.DataArray, max_bins: int = 1000) -> tuple[xr.Dataset, s
     -------
     (xarray.Dataset, str)
         ``mean``, ``min`` and ``max`` ``(time, series dim)`` at the start of each bin (bins
-        without frames dropped), and the bin width (e.g. ``"1D"``): the narrowest of 1 h,
-        3 h, 6 h, 12 h, 1, 2, 7, 14, 30, 91 and 365 days that gives few enough bins.
+        without frames dropped), and the bin width (e.g. ``"1D"``): the narrowest of 1 s
+        to 30 min (a video at its frame rate), 1 h, 3 h, 6 h, 12 h, 1, 2, 7, 14, 30, 91 and
+        365 days that gives few enough bins.
 
     Notes
     -----

@@ -307,7 +307,7 @@ an abrupt change: the best single mean-shift split (<code>break_time</code>, <co
 in percentage points) of a series whose OLS-residual CUSUM test of stability rejects at 5 %
 with autocorrelation-robust scaling (<code>cusum_p_value_hac</code>); the split alone is only
 a location, the p-value is the evidence. <code>seasonal_amplitude</code> is the range of the
-mean seasonal cycle (STL of daily means) when the frames span two years or more.</p>
+mean seasonal cycle (STL of 5-day means) when the frames span two years or more.</p>
 {trend_classes}{plot("trend_clusters")}
 <h3>Trend table</h3>
 <div class="wide">{_table(trend, index=False, text_columns=("name",))}</div>

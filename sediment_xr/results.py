@@ -61,6 +61,8 @@ def missing(output: str, *, storage_options: Mapping[str, Any] | None = None) ->
         return ["cube.zarr (no run has written this output yet)"]
     cube = out.open_cube()
     if cube.attrs.get(COMPLETE_ATTR) is True:
+        if state.get("layout", 0) >= 3 and not out.is_consolidated():
+            return ["the final write (the run stopped before consolidating the metadata)"]
         return []
     if not state.get("cube_created") or "time" not in cube.sizes:
         return ["cube.zarr (the run stopped while creating it)"]

@@ -21,9 +21,12 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
+from sediment_xr._fs import without_query
+
 __all__ = ["ASSETS", "CUBE_OPEN_KWARGS", "item_json", "run_item"]
 
-#: What ``xarray.open_dataset`` needs to open a finished cube (consolidated metadata).
+#: What ``xarray.open_dataset`` needs to open a finished cube (consolidated metadata); a
+#: run's Item adds ``chunks={"time": <frames per chunk>}`` (one dask chunk per shard).
 CUBE_OPEN_KWARGS: dict[str, Any] = {
     "engine": "zarr",
     "chunks": {},
@@ -53,6 +56,8 @@ def run_item(
     *,
     run: str,
     files: Sequence[str],
+    classes: Sequence[str] | None = None,
+    time_chunk: int | None = None,
     properties: Mapping[str, Any] | None = None,
 ):
     """The STAC Item of a run.
@@ -66,6 +71,11 @@ def run_item(
     files : sequence of str
         Names of the output folder's files to list as assets (see :data:`ASSETS`); hrefs
         are relative to the folder, where ``item.json`` is written.
+    classes : sequence of str, optional
+        The run's class names (default: the cube's ``class`` coordinate).
+    time_chunk : int, optional
+        Frames per shard of ``labels``: the cube's ``chunks`` in ``xarray:open_kwargs``, so
+        that a dask task reads a shard (the default gives a task per frame).
     properties : mapping, optional
         More Item properties.
 
@@ -83,12 +93,14 @@ def run_item(
         "title": f"sediment_xr run {run}",
         "description": cube.attrs.get("title", "sediment_xr cube"),
         "created": cube.attrs.get("date_created"),
-        "sediment_xr:source": cube.attrs.get("source"),
+        "sediment_xr:source": without_query(cube.attrs.get("source")),
         "sediment_xr:frames": int(cube.sizes["time"]),
         "sediment_xr:clusters": int(cube.sizes.get("cluster", 0)),
     }
-    if "class" in cube.coords:
-        props["sediment_xr:classes"] = [str(c) for c in cube["class"].values]
+    if classes is None and "class" in cube.coords:
+        classes = [str(c) for c in cube["class"].values]
+    if classes:
+        props["sediment_xr:classes"] = [str(c) for c in classes]
     props.update(properties or {})
     item = pystac.Item(
         id=run,
@@ -105,7 +117,8 @@ def run_item(
         media_type, roles, title = ASSETS[name]
         extra: dict[str, Any] = {}
         if name == "cube.zarr":
-            extra["xarray:open_kwargs"] = dict(CUBE_OPEN_KWARGS)
+            chunks = {"time": int(time_chunk)} if time_chunk else {}
+            extra["xarray:open_kwargs"] = {**CUBE_OPEN_KWARGS, "chunks": chunks}
         elif name == "cover.parquet":
             extra["table:columns"] = [
                 {"name": "run", "type": "string"},

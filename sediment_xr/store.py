@@ -34,6 +34,7 @@ import dataclasses
 import json
 import os
 import posixpath
+import re
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -274,6 +275,18 @@ class Output:
         """
         self._group("r+").attrs.update(attrs)
 
+    def mark_incomplete(self) -> None:
+        """Say the cube is not complete (and drop its consolidated metadata), nothing else."""
+        self.update_attrs(**{COMPLETE_ATTR: False})
+
+    def is_consolidated(self) -> bool:
+        """Whether the cube's root ``zarr.json`` holds consolidated metadata."""
+        try:
+            root = json.loads(self.fs.cat_file(self.path("cube.zarr", "zarr.json")))
+        except FileNotFoundError:
+            return False
+        return bool(root.get("consolidated_metadata"))
+
     def consolidate(self) -> None:
         """Write consolidated metadata into the cube's root ``zarr.json`` (a finished cube)."""
         import zarr
@@ -352,12 +365,19 @@ class Output:
                 ] = " ".join(coords)
 
     def remove_shard(self, name: str, index: int, ndim: int) -> None:
-        """Delete the shard of a time chunk of a sharded variable, if it exists.
+        """Delete the shard of a time chunk of a sharded variable, where zarr needs it.
 
-        A chunk task writes its whole shard; removing what an interrupted write left first
-        means zarr never reads a truncated shard back (zarr 3.0 merges a write into the
-        stored shard, and fails on a torn one's checksum).
+        A chunk task writes its whole shard. zarr 3.0 merges such a write into the stored
+        shard, so a shard torn by an interrupted write (a full disk) fails its checksum on the
+        rerun: on a local disk with zarr 3.0 the task removes it first. Object stores write
+        whole objects, and zarr 3.1's local store writes a file under another name and then
+        renames it, so there is nothing torn to remove.
         """
+        import zarr
+
+        major_minor = tuple(int(p) for p in re.findall(r"\d+", zarr.__version__)[:2])
+        if is_url(self.url) or major_minor >= (3, 1):
+            return
         path = self.path("cube.zarr", name, "c", str(index), *["0"] * (ndim - 1))
         fs = self.fs
         if fs.exists(path):
@@ -446,14 +466,14 @@ def _template(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
         if "time" not in var.dims or name in ds.indexes:
             continue
         frame = var.shape[1:]
-        step = var.chunks[0][0] if var.chunks is not None else var.shape[0]
+        step = var.chunks[0][0] if var.chunks is not None else 1
         if name in SHARDED:
             enc: dict[str, Any] = {"chunks": (1, *frame), "shards": (step, *frame)}
             if name == "frames":
                 enc["compressors"] = frames_compressors()
         else:
             row = max(1, int(np.prod(frame, dtype=np.int64)) * var.dtype.itemsize)
-            per_chunk = max(1, SMALL_CHUNK_BYTES // (row * max(step, 1)))
+            per_chunk = max(1, SMALL_CHUNK_BYTES // (row * step))  # whole time chunks
             step = min(var.shape[0], per_chunk * step) or 1
             enc = {"chunks": (step, *frame)}
         fill = _fill_value(name, var.dtype)

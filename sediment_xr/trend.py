@@ -186,7 +186,7 @@ def fit_trends(
     hac_maxlags: int | None = None,
     min_size: int | None = None,
     period: TimeLength = "365D",
-    resample: TimeLength = "1D",
+    resample: TimeLength = "5D",
     max_gap: TimeLength | None = None,
 ) -> pd.DataFrame:
     """Fit ordinary least squares of each cover series on time and on frame index.

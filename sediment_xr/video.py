@@ -36,6 +36,7 @@ from sediment_xr._fs import (
     short,
     storage_errors,
     url_to_fs,
+    without_query,
 )
 from sediment_xr._provenance import call_repr, history_line
 from sediment_xr.decode import av_container, decode_chunk, decode_frames
@@ -189,8 +190,8 @@ def open_video(
     )
     attrs = {
         "long_name": "video frames",
-        "source": source,
-        "source_files": [source],
+        "source": without_query(source),
+        "source_files": [without_query(source)],
         "channel_order": "RGB",
         "history": history_line(call),
     }

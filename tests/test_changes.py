@@ -229,7 +229,7 @@ def test_a_yearly_cycle_has_amplitude_twice_its_sinusoid(sd):
 
 def test_decomposition_dataset():
     s = yearly()
-    ds = seasonal_decomposition(s)
+    ds = seasonal_decomposition(s, resample="1D")
     assert ds is not None
     assert set(ds.data_vars) == {
         "observed",
@@ -289,7 +289,7 @@ def test_short_gaps_are_interpolated_and_long_gaps_are_not_filled():
     s = yearly(3).copy()
     s[10:150] = np.nan  # 140 days: longer than max_gap (a twelfth of the year)
     s[600:605] = np.nan  # 5 days: interpolated linearly in time
-    ds = seasonal_decomposition(s)
+    ds = seasonal_decomposition(s, resample="1D")
     assert ds is not None
     observed = ds["observed"].isel(name=0).to_series()
     # the 10 days before the long gap are not decomposed: only the longest stretch is
@@ -304,8 +304,8 @@ def test_short_gaps_are_interpolated_and_long_gaps_are_not_filled():
     # the same gap in the middle of a 3-year record leaves no stretch of two years
     s = yearly(3).copy()
     s[500:600] = np.nan
-    assert seasonal_decomposition(s) is None
-    assert seasonal_decomposition(s, max_gap="120D") is not None
+    assert seasonal_decomposition(s, resample="1D") is None
+    assert seasonal_decomposition(s, resample="1D", max_gap="120D") is not None
 
 
 def test_series_too_short_for_a_cycle_are_nan_beside_others():
@@ -325,7 +325,7 @@ def test_series_too_short_for_a_cycle_are_nan_beside_others():
         ({"period": 365}, r"period needs a fixed positive length of time .* got 365"),
         ({"resample": "-1D"}, r"resample needs a fixed positive length"),
         (
-            {"period": "36h"},
+            {"period": "36h", "resample": "1D"},
             r"period needs a whole number \(at least 2\) of resample steps \(resample='1D'\), "
             r"but got '36h'. Use e.g. period='2D'",
         ),

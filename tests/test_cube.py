@@ -19,6 +19,7 @@ from packaging.version import Version
 
 from sediment_xr import pipeline
 from sediment_xr.config import load_config
+from sediment_xr.results import missing
 from sediment_xr.store import Output
 
 CONFIGS = Path(__file__).parents[1] / "configs"
@@ -176,6 +177,57 @@ def test_a_changed_run_drops_the_consolidated_copy_then_writes_it_again(tmp_path
     assert list(cube["class"].values) == ["all"]
     np.testing.assert_allclose(cube["class_cover"].values, 100.0, atol=1e-6)
     assert cube["class_trend"].sizes["class"] == 1
+    item = json.loads((out / "item.json").read_text())
+    assert item["properties"]["sediment_xr:classes"] == ["all"]
+
+
+def test_a_rerun_stopped_after_its_first_change_never_looks_finished(tmp_path, monkeypatch):
+    """Turning store_frames off removes an array: the cube says incomplete before that."""
+    import sediment_xr as sx
+
+    out = tmp_path / "run"
+    config = load_config(CONFIGS / "shr_frames.yaml", [f"output={out}"])
+    stored = dataclasses.replace(
+        config, ingest=dataclasses.replace(config.ingest, store_frames=True)
+    )
+    pipeline.run(stored, progress=False)
+
+    def killed(self, *names):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Output, "remove_variables", killed)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(config, progress=False)  # store_frames off
+    assert missing(str(out))
+    assert not json.loads((out / "cube.zarr" / "zarr.json").read_text()).get(
+        "consolidated_metadata"
+    )
+    with pytest.raises(sx.OutputError, match="incomplete"):
+        sx.open_results(str(out))
+    pipeline.run(config, progress=False)
+    assert "frames" not in sx.open_results(str(out))
+
+
+def test_complete_but_not_consolidated_is_not_finished(tmp_path):
+    """A run stopped between marking the cube complete and consolidating it is resumed."""
+    import sediment_xr as sx
+
+    out = tmp_path / "run"
+    config = load_config(CONFIGS / "shr_frames.yaml", [f"output={out}"])
+    pipeline.run(config, progress=False)
+    root = out / "cube.zarr" / "zarr.json"
+    meta = json.loads(root.read_text())
+    meta.pop("consolidated_metadata")
+    root.write_text(json.dumps(meta))  # what a kill between the two writes leaves
+    assert missing(str(out)) == [
+        "the final write (the run stopped before consolidating the metadata)"
+    ]
+    with pytest.raises(sx.OutputError, match="consolidating"):
+        sx.open_results(str(out))
+    assert pipeline.run(config, progress=False).computed == ()
+    assert missing(str(out)) == []
+    assert json.loads(root.read_text()).get("consolidated_metadata")
 
 
 def test_incomplete_cube_is_read_from_its_chunks(tmp_path, monkeypatch):
@@ -227,6 +279,10 @@ def test_stac_item_validates_and_opens_the_cube(finished):
             cube_asset.get_absolute_href(), **cube_asset.extra_fields["xarray:open_kwargs"]
         )
     xr.testing.assert_identical(ds.load(), sx.open_results(config.output).load())
+    reopened = xr.open_dataset(
+        cube_asset.get_absolute_href(), **cube_asset.extra_fields["xarray:open_kwargs"]
+    )
+    assert reopened["labels"].chunks[0] == (4,)  # a task per shard, not per frame
     cover = dd.read_parquet(item.assets["cover"].get_absolute_href()).compute()
     assert set(cover["run"]) == {config.run_name}
     assert {"report.html", "trend.csv"} <= {Path(a.href).name for a in item.assets.values()}

@@ -893,3 +893,13 @@ def test_times_past_datetime64_are_refused(numbered_folder, start, interval, cou
         open_images(numbered_folder, start_time=start, frame_interval="100000D")
     with pytest.raises(ConfigError, match=r"frame_interval needs .* at most about 292 years"):
         open_images(numbered_folder, start_time=start, frame_interval="300000D")
+
+
+def test_a_presigned_urls_signature_is_never_recorded():
+    from sediment_xr._fs import without_query
+    from sediment_xr._provenance import call_repr
+
+    url = "https://bucket.s3.amazonaws.com/cam/v.mp4?X-Amz-Credential=AK&X-Amz-Signature=abc"
+    assert without_query(url) == "https://bucket.s3.amazonaws.com/cam/v.mp4"
+    assert without_query("data/v.mp4?not-a-url") == "data/v.mp4?not-a-url"  # a local name
+    assert "Signature" not in call_repr("open_video", url, fps=2)

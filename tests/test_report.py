@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import xarray as xr
 
@@ -334,3 +335,18 @@ def test_report_of_a_year_of_stills_is_small_and_opens(tmp_path):
         assert state["drawn"] == 5, state
         severe = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not severe, severe
+
+
+def test_a_short_dense_series_is_binned_finely():
+    """3,000 frames of a 10 fps video (5 minutes): bins of seconds, not one bin of an hour."""
+    from sediment_xr.plot import bin_cover
+
+    n = 3000
+    cover = xr.DataArray(
+        np.random.default_rng(0).uniform(0, 100, (n, 2)),
+        dims=("time", "cluster"),
+        coords={"time": pd.date_range("2022-01-01", periods=n, freq="100ms"), "cluster": [0, 1]},
+    )
+    binned, width = bin_cover(cover)
+    assert width == "1s"
+    assert binned.sizes["time"] == 300
