@@ -7,6 +7,13 @@ files, by relative href: the cube carries ``xarray:open_kwargs`` (what
 its columns. Storage options are never written (they may hold credentials): readers pass
 their own.
 
+The Item is self-contained, like STAC's self-contained catalogs: relative hrefs and no
+``self`` link, so the folder can be copied or moved (a STAC API that needs absolute hrefs
+resolves them against where it found ``item.json``). ``xarray:open_kwargs`` (xarray-assets)
+and ``table:columns`` (table) are written without listing those extensions in
+``stac_extensions``: validating an Item that lists them needs their schemas from the
+network, and xpystac reads ``xarray:open_kwargs`` either way.
+
 >>> import pystac, xarray as xr                                          # doctest: +SKIP
 >>> item = pystac.Item.from_file("results/shr/item.json")
 >>> cube = item.assets["cube"]
