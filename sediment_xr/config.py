@@ -65,9 +65,14 @@ _SECRET_WORDS = (
 )
 
 
-def _key(default: Any, checker: Any = None) -> Any:
-    """A config key: its default and the check its value goes through."""
-    return dataclasses.field(default=default, metadata={"check": checker} if checker else {})
+def _key(default: Any, checker: Any = None, *, secret: bool = False) -> Any:
+    """A config key: its default and the check its value goes through.
+
+    A ``secret`` key (storage options: credentials) is left out of the config's ``repr``, so
+    a notebook that shows a config does not save its credentials.
+    """
+    metadata = {"check": checker} if checker else {}
+    return dataclasses.field(default=default, metadata=metadata, repr=not secret)
 
 
 def _section_of(f: dataclasses.Field) -> type | None:
@@ -290,9 +295,9 @@ class Config(_Section):
     input: str = _key(None, _path)
     output: str = _key(None, _path)
     name: str | None = _key(None, _run_name)
-    storage_options: Mapping[str, Any] = _key(None, check_storage_options)
-    input_storage_options: Mapping[str, Any] | None = _key(None, _side_options)
-    output_storage_options: Mapping[str, Any] | None = _key(None, _side_options)
+    storage_options: Mapping[str, Any] = _key(None, check_storage_options, secret=True)
+    input_storage_options: Mapping[str, Any] | None = _key(None, _side_options, secret=True)
+    output_storage_options: Mapping[str, Any] | None = _key(None, _side_options, secret=True)
     ingest: IngestConfig = dataclasses.field(default_factory=IngestConfig)
     preprocess: PreprocessConfig = dataclasses.field(default_factory=PreprocessConfig)
     cluster: ClusterConfig = dataclasses.field(default_factory=ClusterConfig)

@@ -94,7 +94,7 @@ class RunResult:
     trend: pd.DataFrame
     model: ClusterModel
     computed: tuple[str, ...]
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     def open(self) -> xr.Dataset:
         """The output cube, lazily (see :func:`sediment_xr.open_results`)."""

@@ -109,7 +109,7 @@ class Output:
     """An output folder, local or on object storage (fsspec URL + ``storage_options``)."""
 
     url: str
-    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
 
     @property
     def fs(self):

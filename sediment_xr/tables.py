@@ -78,8 +78,9 @@ def cover_long(
     Returns
     -------
     pandas.DataFrame
-        Columns ``run``, ``time`` (datetime64, UTC), ``frame``, ``kind`` (``cluster`` or
-        ``class``), ``name`` (``cluster_0``..., or the class) and ``cover`` (percent).
+        Columns ``run``, ``time`` (datetime64 without a time zone, in UTC as in the cube),
+        ``frame``, ``kind`` (``cluster`` or ``class``), ``name`` (``cluster_0``..., or the
+        class) and ``cover`` (percent).
     """
     times = pd.DatetimeIndex(cover["time"].values)
     frames = np.asarray(cover["frame"].values if "frame" in cover.coords else range(len(times)))
