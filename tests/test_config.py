@@ -877,3 +877,23 @@ def test_input_and_output_storage_options_replace_the_shared_ones(tmp_path):
     assert "topsecret" not in dumped and "AKIAEXAMPLE" not in dumped
     with pytest.raises(ConfigError, match="input_storage_options needs a mapping"):
         load_config(write(tmp_path, "input: a.mp4\noutput: out\ninput_storage_options: anon\n"))
+
+
+def test_a_shown_config_or_result_does_not_show_credentials():
+    """repr() of a config (what a notebook cell shows and saves) leaves storage options out."""
+    from sediment_xr.pipeline import RunResult
+    from sediment_xr.store import Output
+
+    options = {"key": "AKIAEXAMPLE", "secret": "topsecret"}
+    config = config_from_dict(
+        {
+            "input": "s3://b/v.mp4",
+            "output": "s3://b/run",
+            "storage_options": options,
+            "output_storage_options": options,
+        }
+    )
+    assert "topsecret" not in repr(config) and "AKIAEXAMPLE" not in repr(config)
+    assert "topsecret" not in repr(Output("s3://b/run", options))
+    fields = {f.name: f.repr for f in dataclasses.fields(RunResult)}
+    assert fields["storage_options"] is False
