@@ -32,6 +32,7 @@ from sediment_xr.exceptions import (
     SedimentXRError,
     SedimentXRWarning,
 )
+from sediment_xr.illumination import Illumination, fit_illumination
 from sediment_xr.io import open_frames
 from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
@@ -44,6 +45,7 @@ __all__ = [
     "NO_DATA",
     "ClusterModel",
     "ConfigError",
+    "Illumination",
     "InputError",
     "InputNotFoundError",
     "ModelError",
@@ -56,6 +58,7 @@ __all__ = [
     "cover",
     "crop",
     "enhance",
+    "fit_illumination",
     "fit_kmeans",
     "fit_trends",
     "label",

@@ -12,7 +12,17 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-__all__ = ["LUT_MIN_PIXELS", "build_lut", "count_labels", "label_frames", "nearest"]
+__all__ = [
+    "LUT_MIN_PIXELS",
+    "block_means",
+    "boundary_counts",
+    "build_lut",
+    "build_partner_lut",
+    "count_labels",
+    "label_frames",
+    "nearest",
+    "scale_pixels",
+]
 
 #: Pixels from which labelling through a lookup table pays for building it: the table takes
 #: ~0.06 s for 4 centres, what the loop over the centres takes for ~20 million pixels
@@ -136,3 +146,142 @@ def label_frames(
     else:
         labels = nearest(pixels, centers)[0].astype(np.int8)
     return labels.reshape(block.shape[:-1])
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_means(frame, size, out):  # pragma: no cover - compiled
+    rows, cols = out.shape[0], out.shape[1]
+    scale = 1.0 / (size * size)
+    for by in range(rows):
+        for bx in range(cols):
+            s0 = 0.0
+            s1 = 0.0
+            s2 = 0.0
+            for y in range(by * size, (by + 1) * size):
+                for x in range(bx * size, (bx + 1) * size):
+                    s0 += frame[y, x, 0]
+                    s1 += frame[y, x, 1]
+                    s2 += frame[y, x, 2]
+            out[by, bx, 0] = s0 * scale
+            out[by, bx, 1] = s1 * scale
+            out[by, bx, 2] = s2 * scale
+
+
+def block_means(frame: np.ndarray, size: int) -> np.ndarray:
+    """float64 means of whole ``size`` x ``size`` blocks of a ``(h, w, 3)`` frame."""
+    out = np.empty((frame.shape[0] // size, frame.shape[1] // size, 3), dtype=np.float64)
+    _block_means(np.ascontiguousarray(frame), int(size), out)
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _scale_pixels(frame, inv_field, gains, order, out):  # pragma: no cover - compiled
+    for y in range(frame.shape[0]):
+        for x in range(frame.shape[1]):
+            f = inv_field[y, x]
+            for c in range(3):
+                v = frame[y, x, order[c]] * f * gains[order[c]] + 0.5
+                out[y, x, c] = 255 if v >= 255.0 else (0 if v < 0.0 else np.uint8(v))
+
+
+def scale_pixels(
+    frame: np.ndarray, inv_field: np.ndarray, gains: np.ndarray, reverse: bool, out: np.ndarray
+) -> np.ndarray:
+    """``frame * inv_field * gains`` rounded into uint8 ``out``, channels reversed or not."""
+    order = np.array([2, 1, 0] if reverse else [0, 1, 2], dtype=np.int64)
+    _scale_pixels(
+        np.ascontiguousarray(frame),
+        np.ascontiguousarray(inv_field, dtype=np.float32),
+        np.asarray(gains, dtype=np.float64),
+        order,
+        out,
+    )
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _second(pixel, centers, margin):  # pragma: no cover - compiled
+    k = centers.shape[0]
+    best, second = 0, -1
+    d_best, d_second = np.inf, np.inf
+    for j in range(k):
+        d = 0.0
+        for m in range(3):
+            diff = pixel[m] - centers[j, m]
+            d += diff * diff
+        if d < d_best:
+            second, d_second = best if j > 0 else -1, d_best
+            best, d_best = j, d
+        elif d < d_second:
+            second, d_second = j, d
+    if second >= 0 and np.sqrt(d_second) - np.sqrt(d_best) < margin:
+        return best, second
+    return best, -1
+
+
+@numba.njit(cache=True, nogil=True)
+def _build_partner_lut(centers, margin):  # pragma: no cover - compiled
+    lut = np.empty(256 * 256 * 256, np.int8)
+    pixel = np.empty(3, np.float64)
+    for a in range(256):
+        for b in range(256):
+            for c in range(256):
+                pixel[0], pixel[1], pixel[2] = a, b, c
+                lut[(a << 16) | (b << 8) | c] = _second(pixel, centers, margin)[1]
+    return lut
+
+
+@numba.njit(cache=True, nogil=True)
+def _pair_counts(pixels, centers, margin, lut, partners, counts):  # pragma: no cover
+    use_lut = lut.shape[0] > 0
+    pixel = np.empty(3, np.float64)
+    for i in range(pixels.shape[0]):
+        if use_lut:
+            key = (
+                (np.int64(pixels[i, 0]) << 16)
+                | (np.int64(pixels[i, 1]) << 8)
+                | np.int64(pixels[i, 2])
+            )
+            j = partners[key]
+            if j >= 0:
+                counts[lut[key], j] += 1
+        else:
+            pixel[0], pixel[1], pixel[2] = pixels[i, 0], pixels[i, 1], pixels[i, 2]
+            best, j = _second(pixel, centers, margin)
+            if j >= 0:
+                counts[best, j] += 1
+
+
+def build_partner_lut(centers: np.ndarray, margin: float) -> np.ndarray:
+    """Second-nearest centre (int8) of every uint8 colour near a boundary, else -1.
+
+    Near: its distances to its two nearest centres differ by less than ``margin``. Indexed
+    like :func:`build_lut`.
+    """
+    return _build_partner_lut(np.ascontiguousarray(centers, dtype=np.float64), float(margin))
+
+
+def boundary_counts(
+    frame: np.ndarray,
+    centers: np.ndarray,
+    margin: float,
+    luts: tuple[np.ndarray, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Pixels near a boundary of a uint8 frame ``(..., 3)``, by their two nearest centres.
+
+    Returns int64 ``(k, k)``: ``[i, j]`` counts the pixels labelled ``i`` whose distance to
+    centre ``j`` exceeds their distance to ``i`` by less than ``margin``.
+    """
+    k = len(centers)
+    counts = np.zeros((k, k), dtype=np.int64)
+    empty = np.empty(0, np.int8)
+    lut, partners = luts if luts is not None else (empty, empty)
+    _pair_counts(
+        np.ascontiguousarray(frame).reshape(-1, 3),
+        np.ascontiguousarray(centers, dtype=np.float64),
+        float(margin),
+        np.asarray(lut),
+        np.asarray(partners),
+        counts,
+    )
+    return counts

@@ -20,6 +20,7 @@ from sediment_xr.exceptions import NAMED, ConfigError, setting
 
 __all__ = [
     "COLOR_SPACES",
+    "ILLUMINATIONS",
     "IN_PROCESS_SCHEDULERS",
     "MAX_CLUSTERS",
     "bad_value",
@@ -43,6 +44,8 @@ __all__ = [
 
 #: Colour spaces available for clustering. ``bgr`` is the lesson's (OpenCV channel order).
 COLOR_SPACES: tuple[str, ...] = ("bgr", "rgb", "hsv", "lab")
+#: Ways to make the light even (see sediment_xr.illumination); the first is the default.
+ILLUMINATIONS: tuple[str, ...] = ("flat_field", "clahe", "none")
 #: Largest number of clusters (labels are stored as int8).
 MAX_CLUSTERS: int = 100
 #: Most frames per chunk.
@@ -206,6 +209,20 @@ def check_scheduler(value: Any, name: str = "scheduler") -> str | None:
             "tcp://host:8786",
         )
     return value
+
+
+def check_median_filter(value: Any, name: str = "median_filter") -> int:
+    """0 (none), 3 or 5."""
+    if isinstance(value, bool) or value not in (0, 1, 3, 5):
+        raise bad_value(name, "0 (none), 3 or 5", value, 3)
+    return int(value)
+
+
+def check_illumination(value: Any, name: str = "illumination") -> str:
+    """One of :data:`ILLUMINATIONS`."""
+    if value not in ILLUMINATIONS:
+        raise bad_value(name, f"one of {', '.join(ILLUMINATIONS)}", value, "flat_field")
+    return str(value)
 
 
 def check_color_space(value: Any, name: str = "color_space") -> str:

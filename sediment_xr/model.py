@@ -22,12 +22,14 @@ import numpy as np
 from sediment_xr._fs import is_url, url_to_fs
 from sediment_xr._validate import COLOR_SPACES, MAX_CLUSTERS
 from sediment_xr.exceptions import ModelError
+from sediment_xr.illumination import Illumination
 from sediment_xr.preprocess import to_rgb
 
 __all__ = ["MAX_MODEL_BYTES", "ClusterModel"]
 
 _MODEL_FORMAT = "sediment_xr.ClusterModel/1"
-#: A model.json holds at most 100 centres: a few kilobytes.  Larger files are not models.
+#: A model.json holds at most 100 centres and a small reference light (tens of kilobytes).
+#: Larger files are not models.
 MAX_MODEL_BYTES = 1_000_000
 _REFIT = "Refit the model (sediment-xr run --overwrite)."
 
@@ -58,6 +60,14 @@ class ClusterModel:
         Mean squared distance of the sample's pixels to their centre.
     n_epochs : int
         Passes of MiniBatch KMeans over the sample until the centres settled.
+    stability : dict, optional
+        Bootstrap refits of the fit (:func:`sediment_xr.cluster.refit_stability`):
+        ``refit_cover`` (the sample's cover per refit and cluster, clusters matched to these
+        centres), ``cover_spread`` (its standard deviation, percentage points) and
+        ``center_shift`` (RMS shift of each centre between refits).
+    illumination : Illumination, optional
+        The light the features were corrected with (``preprocess.illumination: flat_field``):
+        the same field and reference light are applied to every frame the model labels.
     """
 
     centers: tuple[tuple[float, ...], ...]
@@ -68,6 +78,8 @@ class ClusterModel:
     n_frames_sampled: int = 0
     inertia: float = float("nan")
     n_epochs: int = 0
+    illumination: Illumination | None = None
+    stability: Mapping[str, Any] | None = None
 
     def __post_init__(self) -> None:
         centers = np.asarray(self.centers, dtype=np.float64)
@@ -105,6 +117,35 @@ class ClusterModel:
         pixels = np.clip(np.rint(self.centers_array), 0, 255).astype(np.uint8)
         return to_rgb(pixels.reshape(-1, 1, 3), self.color_space).reshape(-1, 3)
 
+    def matched_to(self, reference: ClusterModel) -> ClusterModel:
+        """The model with its clusters renumbered to match ``reference``'s (Hungarian).
+
+        Cluster ``i`` of the result is the one closest to ``reference``'s cluster ``i`` (the
+        pairing with the least total squared distance between centres), so that
+        ``classes`` keep their meaning from run to run.
+        """
+        if reference.n_clusters != self.n_clusters or reference.color_space != self.color_space:
+            raise ModelError(
+                f"cluster.reference has {reference.n_clusters} {reference.color_space} clusters, "
+                f"but this model has {self.n_clusters} {self.color_space} ones. Use a reference "
+                "model fitted with the same n_clusters and color_space."
+            )
+        from sediment_xr.cluster import match_centers
+
+        order = match_centers(self.centers_array, reference.centers_array)
+        stability = self.stability
+        if stability and stability.get("refit_cover"):
+            stability = {
+                **stability,
+                **{
+                    key: np.asarray(stability[key])[..., order].tolist()
+                    for key in ("refit_cover", "cover_spread", "center_shift")
+                },
+            }
+        return dataclasses.replace(
+            self, centers=tuple(map(tuple, self.centers_array[order])), stability=stability
+        )
+
     def __repr__(self) -> str:
         rgb = ", ".join("#{:02x}{:02x}{:02x}".format(*c) for c in self.center_rgb)
         return (
@@ -128,6 +169,8 @@ class ClusterModel:
             "n_frames_sampled": self.n_frames_sampled,
             "inertia": self.inertia,
             "n_epochs": self.n_epochs,
+            "illumination": None if self.illumination is None else self.illumination.to_dict(),
+            "stability": None if self.stability is None else dict(self.stability),
         }
         body["sha256"] = _checksum(body)
         return body
@@ -156,6 +199,12 @@ class ClusterModel:
                 n_frames_sampled=int(data.get("n_frames_sampled", 0)),
                 inertia=float(data.get("inertia", float("nan"))),
                 n_epochs=int(data.get("n_epochs", 0)),
+                illumination=(
+                    None
+                    if data.get("illumination") is None
+                    else Illumination.from_dict(data["illumination"])
+                ),
+                stability=data.get("stability"),
             )
         except ModelError:
             raise

@@ -3,8 +3,10 @@
 :func:`run` (what ``sediment-xr run`` calls) takes the same steps as the Python API::
 
     frames = open_frames(config.input, ...)          # lazy (time, y, x, channel)
-    features = preprocess(frames, ...)               # one blockwise map over time chunks
-    sample = sample_pixels(features, ...)            # computes: windows spread over the series
+    window = crop(frames, ...)
+    light = fit_illumination(window.isel(time=...))  # computes: the sample's frames
+    features = preprocess(window, illumination=light)  # blockwise over time chunks
+    sample = sample_pixels(features, ...)            # windows spread over the series
     model = fit_kmeans(sample, ...)
     labels = label(features, model)                  # lazy; undecodable frames are no data
     percent = cover(labels)                          # lazy reduction over y, x
@@ -13,9 +15,9 @@ and stores them with :func:`sediment_xr.store.chunk_writes`: one task per time c
 that chunk's labels, cover and frame status (and frames, with ``ingest.store_frames``) and
 then marks it done, so dask fuses decode, preprocess, label and count into one pass per chunk
 and each frame is decoded once.  The chunks the sample was drawn from are kept in the
-workers' memory (persisted) for their labelling.  Running the same config again resumes
-where a previous run stopped and recomputes nothing that is stored; changing only
-``classes`` or ``report`` recomputes only the files.
+workers' memory (persisted, decoded and cropped) for their labelling.  Running the same
+config again resumes where a previous run stopped and recomputes nothing that is stored;
+changing only ``classes`` or ``report`` recomputes only the files.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ import xarray as xr
 from sediment_xr import __version__
 from sediment_xr._fs import files_signature, without_query
 from sediment_xr._provenance import coverage_attrs, history_line
-from sediment_xr.cluster import fit_kmeans, label, sample_pixels, sample_positions
+from sediment_xr.cluster import (
+    fit_kmeans,
+    label,
+    refit_stability,
+    sample_pixels,
+    sample_positions,
+)
 from sediment_xr.config import (
     CONFIG_KEYS,
     Config,
@@ -45,10 +53,12 @@ from sediment_xr.config import (
 from sediment_xr.coverage import CLASS_ATTRS, cover, merge_classes
 from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
+from sediment_xr.illumination import fit_illumination
 from sediment_xr.io import open_frames
 from sediment_xr.lock import OutputLock
 from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import WINDOW_ATTRS, crop, crop_slice, preprocess
+from sediment_xr.quality import MEASURES, flag_frames, flag_names, frame_measures
 from sediment_xr.results import open_results
 from sediment_xr.scheduler import (
     check_task_memory,
@@ -75,9 +85,18 @@ from sediment_xr.tables import (
     trend_variables,
 )
 from sediment_xr.trend import fit_trends
+from sediment_xr.uncertainty import boundary_pixels, class_interval, cover_interval
 from sediment_xr.visuals import remove_stale_report_files, write_report_files
 
-__all__ = ["KEEP_SAMPLE_BYTES", "RunResult", "check", "load_model", "open_input", "run"]
+__all__ = [
+    "KEEP_SAMPLE_BYTES",
+    "RunResult",
+    "check",
+    "features_of",
+    "load_model",
+    "open_input",
+    "run",
+]
 
 #: Most bytes of preprocessed sample chunks kept in memory (on the workers) from the sample
 #: to the labelling, so that each frame is decoded once per run. Above it they are decoded
@@ -117,13 +136,41 @@ def open_input(config: Config) -> xr.DataArray:
 
 def _model_preprocess(config: Config) -> dict[str, Any]:
     """The preprocessing a model records, as the config gives it."""
-    crop_, clahe = config.preprocess.crop, config.preprocess.clahe
-    return {
+    pre = config.preprocess
+    crop_, clahe = pre.crop, pre.clahe
+    settings: dict[str, Any] = {
         "rows": list(crop_.rows) if crop_.rows is not None else None,
         "cols": list(crop_.cols) if crop_.cols is not None else None,
-        "clip_limit": float(clahe.clip_limit),
-        "tile_grid_size": list(clahe.tile_grid_size),
+        "illumination": pre.illumination,
     }
+    if pre.illumination == "clahe":
+        settings |= {
+            "clip_limit": float(clahe.clip_limit),
+            "tile_grid_size": list(clahe.tile_grid_size),
+        }
+    return settings
+
+
+def features_of(window: xr.DataArray, model: ClusterModel, config: Config) -> xr.DataArray:
+    """The clustering features of the analysed window, with the model's light correction."""
+    pre = config.preprocess
+    light: Any = pre.illumination
+    if light == "flat_field":
+        if model.illumination is None:
+            raise InputError(
+                f"cluster.model {config.cluster.model} has no light correction, so "
+                "preprocess.illumination: flat_field cannot be applied with it. Set "
+                "preprocess.illumination to the model's (clahe or none), or fit a new model "
+                "(leave out cluster.model)."
+            )
+        light = model.illumination
+    return preprocess(
+        window,
+        illumination=light,
+        clip_limit=pre.clahe.clip_limit,
+        tile_grid_size=pre.clahe.tile_grid_size,
+        color_space=pre.color_space,
+    )
 
 
 def load_model(config: Config) -> ClusterModel:
@@ -142,6 +189,25 @@ def load_model(config: Config) -> ClusterModel:
             "to the model's, or fit a new model (leave out cluster.model)."
         )
     return model
+
+
+def load_reference(config: Config) -> ClusterModel | None:
+    """Read ``cluster.reference`` (the model whose cluster numbers a new fit takes)."""
+    path = config.cluster.reference
+    if not path:
+        return None
+    reference = ClusterModel.load(path, storage_options=config.input_options or None)
+    if (reference.n_clusters, reference.color_space) != (
+        config.cluster.n_clusters,
+        config.preprocess.color_space,
+    ):
+        raise InputError(
+            f"cluster.reference {path} has {reference.n_clusters} {reference.color_space} "
+            f"clusters, but the config asks for {config.cluster.n_clusters} "
+            f"{config.preprocess.color_space} ones. Set cluster.n_clusters and "
+            "preprocess.color_space to the reference's, or leave out cluster.reference."
+        )
+    return reference
 
 
 def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
@@ -182,6 +248,7 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
         )
     if config.cluster.model:
         load_model(config)
+    load_reference(config)
     return frames
 
 
@@ -259,7 +326,9 @@ def _plan(
     fp_cube = config.fingerprint("cube", signature, chunk_frames, LAYOUT)
     # A model given as a file is part of what the labels depend on: its content, not its path.
     given = load_model(config).to_dict()["sha256"] if config.cluster.model else None
-    fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT, given)
+    reference = load_reference(config)
+    matched = reference.to_dict()["sha256"] if reference is not None else None
+    fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT, given, matched)
     resolved = redacted_dict(config)  # stored in the cube: no credentials
     state = out.state()  # read again: another run may have written it before we got the lock
     if state is not None and (
@@ -310,9 +379,7 @@ def _title(store_frames: bool) -> str:
     return f"sediment_xr cube: labels and percent cover{frames}"
 
 
-def _prepare_cube(
-    config: Config, out: Output, window: xr.DataArray, features: xr.DataArray, plan: _Plan
-) -> None:
+def _prepare_cube(config: Config, out: Output, window: xr.DataArray, plan: _Plan) -> None:
     """Create the cube (coordinates now, data by region later), or update the stored one.
 
     ``window`` is the frames of the analysed window, stored with ``ingest.store_frames``.
@@ -320,7 +387,7 @@ def _prepare_cube(
     store_frames = config.ingest.store_frames
     if plan.new_cube:
         out.remove(*OUTPUT_FILES)
-        template = xr.Dataset(coords=features.coords)
+        template = xr.Dataset(coords=window.coords)
         if store_frames:
             template["frames"] = window
         attrs = {
@@ -329,7 +396,7 @@ def _prepare_cube(
             "source": without_query(config.input),
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
-            **{k: features.attrs[k] for k in WINDOW_ATTRS if k in features.attrs},
+            **{k: window.attrs[k] for k in WINDOW_ATTRS if k in window.attrs},
         }
         plan.state.pop("cube_created", None)  # set once every array is created
         out.create_cube(template, attrs, state=plan.state)
@@ -353,24 +420,35 @@ def _prepare_cube(
 
 
 def _fit(
-    config: Config, features: xr.DataArray, say: Callable
+    config: Config, window: xr.DataArray, say: Callable
 ) -> tuple[ClusterModel, xr.DataArray, list[int]]:
-    """Fit the model on a pixel sample.
+    """Fit the light (``flat_field``) and the model on a pixel sample.
 
-    Returns the model, the features with the sample's chunks kept in memory, and those
-    chunks (none when they would take more than :data:`KEEP_SAMPLE_BYTES`).
+    Returns the model, the window with the sample's chunks kept in memory, and those chunks
+    (none when they would take more than :data:`KEEP_SAMPLE_BYTES`).
     """
-    cl = config.cluster
-    positions = sample_positions(features.sizes["time"], cl.max_frames)
-    starts = np.cumsum((0, *features.chunks[0]))
+    cl, pre = config.cluster, config.preprocess
+    positions = sample_positions(window.sizes["time"], cl.max_frames)
+    starts = np.cumsum((0, *window.chunks[0]))
     chunks = sorted({int(np.searchsorted(starts, p, side="right")) - 1 for p in positions})
     sizes = [int(starts[i + 1] - starts[i]) for i in chunks]
-    frame_bytes = features.sizes["y"] * features.sizes["x"] * 3
-    keep = not config.ingest.store_frames and "frame_status" in features.coords
+    frame_bytes = window.sizes["y"] * window.sizes["x"] * 3
+    keep = not config.ingest.store_frames and "frame_status" in window.coords
     if keep and sum(sizes) * frame_bytes <= KEEP_SAMPLE_BYTES:
-        features = keep_chunks(features, chunks)  # not decoded again for the labelling
+        window = keep_chunks(window, chunks)  # not decoded again for the labelling
     else:
         chunks = []
+    light = None
+    if pre.illumination == "flat_field":
+        say(f"light: fitting the lamps' field and reference on {len(positions)} frames")
+        light = fit_illumination(window.isel(time=positions))
+    features = preprocess(
+        window,
+        illumination=light if light is not None else pre.illumination,
+        clip_limit=pre.clahe.clip_limit,
+        tile_grid_size=pre.clahe.tile_grid_size,
+        color_space=pre.color_space,
+    )
     say(f"cluster: sampling {cl.sample_size} pixels from {len(positions)} frames")
     sample = sample_pixels(
         features,
@@ -387,13 +465,24 @@ def _fit(
     model = fit_kmeans(
         sample,
         n_clusters=cl.n_clusters,
-        color_space=config.preprocess.color_space,
+        color_space=pre.color_space,
         random_state=cl.random_state,
         preprocess=_model_preprocess(config),
         n_frames_sampled=len(positions),
+        illumination=light,
     )
+    if cl.n_refits:
+        say(f"cluster: {cl.n_refits} bootstrap refits for the stability of the clusters")
+        stability = refit_stability(
+            sample, model, n_refits=cl.n_refits, random_state=cl.random_state
+        )
+        model = dataclasses.replace(model, stability=stability)
+    reference = load_reference(config)
+    if reference is not None:
+        model = model.matched_to(reference)
+        say(f"cluster: clusters numbered as in {cl.reference}")
     say(f"cluster: {model!r} after {model.n_epochs} epochs")
-    return model, features, chunks
+    return model, window, chunks
 
 
 def _label(
@@ -406,12 +495,12 @@ def _label(
     progress: bool,
 ) -> tuple[ClusterModel, list[str]]:
     """Preprocess, fit (or reuse) the model, label and count, and store every chunk."""
-    features = preprocess(frames, **config.preprocess.kwargs())
     window = crop(frames, rows=config.preprocess.crop.rows, cols=config.preprocess.crop.cols)
-    _prepare_cube(config, out, window, features, plan)
+    _prepare_cube(config, out, window, plan)
     lock.check()
     computed: list[str] = []
     kept: list[int] = []
+    stored = window  # what the cube stores with ingest.store_frames (never the kept copy)
     if not plan.new_model and out.exists("model.json") and "labels" in out.open_cube():
         model = ClusterModel.load(out.url_of("model.json"), storage_options=out.storage_options)
     elif config.cluster.model:
@@ -419,24 +508,30 @@ def _label(
         say(f"cluster: applying {model!r} from {config.cluster.model}")
         computed.append("model")
     else:
-        model, features, kept = _fit(config, features, say)
+        model, window, kept = _fit(config, window, say)
         computed.append("fit")
-    labels = label(features, model)
+    features = features_of(window, model, config)
+    labels = label(features, model, median_filter=config.cluster.median_filter)
     percent = cover(labels)
+    per_frame = {"cover": percent, "boundary_pixels": boundary_pixels(features, model)}
+    if model.illumination is not None:
+        per_frame["quality_measure"] = frame_measures(window, model.illumination)
     if computed:  # a new model relabels everything: its variables start empty
         out.remove("model.json", "segmented.mp4", "segmented")  # painted with the old one
         out.clear_progress("label")
         stale = [
-            n for n, v in out.open_cube().variables.items() if {"cluster", "class"} & set(v.dims)
+            n
+            for n, v in out.open_cube().variables.items()
+            if {"cluster", "class", "measure"} & set(v.dims)
         ]
-        out.remove_variables("labels", "statistic", *stale)  # cover, trends, their indexes
-        out.add_variables({"labels": labels, "cover": percent})
+        out.remove_variables("labels", "statistic", "frame_quality", *stale)  # and indexes
+        out.add_variables({"labels": labels, **per_frame})
         out.write_text("model.json", model.to_json())  # last: a run killed before refits
     marks = [("label", plan.fp_model)]
-    variables = {"labels": labels, "cover": percent, "frame_status": labels["frame_status"]}
+    variables = {"labels": labels, **per_frame, "frame_status": labels["frame_status"]}
     if config.ingest.store_frames:
         marks.append(("frames", plan.fp_cube))
-        variables["frames"] = window
+        variables["frames"] = stored
     n_chunks = len(plan.bounds)
     todo = {i for stage, fp in marks for i in pending(out.done_chunks(stage, fp), n_chunks)}
     relabel = bool(pending(out.done_chunks("label", plan.fp_model), n_chunks))
@@ -447,7 +542,7 @@ def _label(
         order = sorted(todo, key=lambda i: (i not in kept, i))  # kept chunks are freed first
         tasks = chunk_writes(out, variables, marks=marks, chunks=order)
         hold = [features]  # its kept chunks, until the tasks that read them are submitted
-        del features, labels, percent, variables, window
+        del features, labels, percent, variables, window, stored, per_frame
         lock.check()
         compute_tasks(
             tasks, desc="label", progress=progress, hold=hold, retries=config.dask.retries
@@ -482,6 +577,24 @@ def _warn_undecodable(cube: xr.Dataset, source: str) -> None:
         )
 
 
+def _frame_quality(cube: xr.Dataset, config: Config) -> xr.DataArray:
+    """``frame_quality`` of the stored frames with the config's thresholds."""
+    status = cube["frame_status"]
+    if "quality_measure" in cube:
+        flags = flag_frames(cube["quality_measure"].load(), status, config.quality.thresholds())
+    else:  # no light model (illumination: clahe or none): only undecodable frames are known
+        usual = np.tile(np.array([1.0, 0.0, 1.0, 1.0, 0.0]), (cube.sizes["time"], 1))
+        empty = xr.DataArray(
+            usual,
+            dims=["time", "measure"],
+            coords={"time": cube["time"], "measure": list(MEASURES)},
+        )
+        flags = flag_frames(empty, status)
+    return flags.assign_coords({"time": cube["time"]}).drop_vars(
+        [c for c in flags.coords if c != "time"]
+    )
+
+
 def _outputs(
     config: Config,
     out: Output,
@@ -498,15 +611,29 @@ def _outputs(
     _warn_undecodable(cube, config.input)
     series = {"cover": cube["cover"].load()}
     old = [n for n, v in cube.data_vars.items() if v.attrs.get("sediment_xr_role") == TREND_ROLE]
-    out.remove_variables(*old, "statistic", "class_cover", "class")  # classes may have changed
+    derived = ("class_cover_low", "class_cover_high", "cover_low", "cover_high")
+    out.remove_variables(*old, *derived, "statistic", "class_cover", "class")  # classes change
+    quality = _frame_quality(cube, config)
+    pixels = cube.sizes["y"] * cube.sizes["x"]
+    boundary = cube["boundary_pixels"].load()
+    low, high = cover_interval(series["cover"], boundary, model, pixels)
+    out.add_variables({"frame_quality": quality, "cover_low": low, "cover_high": high})
     if config.classes:
         class_cover = merge_classes(series["cover"], config.classes)
         names = np.array(list(config.classes), object)  # str, not numpy's fixed width
         class_cover = class_cover.assign_coords({"class": ("class", names, CLASS_ATTRS)})
-        out.add_variables({"class_cover": class_cover})
+        c_low, c_high = class_interval(class_cover, boundary, model, config.classes, pixels)
+        out.add_variables(
+            {"class_cover": class_cover, "class_cover_low": c_low, "class_cover_high": c_high}
+        )
         series["class_cover"] = class_cover
     table = cover_table(series["cover"], series.get("class_cover"))
-    trend = fit_trends(xr.Dataset(series))
+    table["quality"] = flag_names(quality.values)
+    good = quality == 0
+    fitted = (
+        series if config.quality.include_flagged else {k: v.where(good) for k, v in series.items()}
+    )
+    trend = fit_trends(xr.Dataset(fitted))
     out.add_variables(
         trend_variables(trend, model.n_clusters, list(config.classes) if config.classes else [])
     )
@@ -515,7 +642,7 @@ def _outputs(
     long = cover_long(series["cover"], series.get("class_cover"), run=config.run_name)
     out.write_bytes("cover.parquet", long.to_parquet(index=False))
     out.write_text("trend.csv", trend.to_csv(index=False, float_format="%.8g"))
-    out.write_text("trend_summary.txt", summary_text(xr.Dataset(series), trend))
+    out.write_text("trend_summary.txt", summary_text(xr.Dataset(fitted), trend))
     out.write_text("clusters.json", json.dumps(clusters, indent=2))
     out.write_text("config.resolved.yaml", dump_config(config))
     remove_stale_report_files(out, plan.old_report or {}, redacted_dict(config)["report"])

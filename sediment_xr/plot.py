@@ -515,7 +515,7 @@ def _check_rgb(image: Any, name: str) -> np.ndarray:
     return array
 
 
-EXAMPLE_TITLES = ("original crop", "after CLAHE", "segmented", "overlay")
+EXAMPLE_TITLES = ("original crop", "light corrected", "segmented", "overlay")
 
 
 def example_frame(
@@ -532,7 +532,7 @@ def example_frame(
     Parameters
     ----------
     original, enhanced, segmented, overlay : numpy.ndarray
-        uint8 RGB images ``(y, x, 3)``: the cropped frame, the same after CLAHE (as RGB),
+        uint8 RGB images ``(y, x, 3)``: the cropped frame, the same with its light corrected (RGB),
         its labels painted with the cluster colours (:func:`sediment_xr.segment.paint`) and
         the blend of both (:func:`sediment_xr.segment.overlay`).
     cols : int, default 4
@@ -543,7 +543,7 @@ def example_frame(
     Returns
     -------
     holoviews.Layout
-        Four ``RGB`` elements titled "original crop", "after CLAHE", "segmented", "overlay",
+        Four ``RGB`` elements titled "original crop", "light corrected", "segmented", "overlay",
         with linked zoom.
     """
     hv = _hv()

@@ -185,19 +185,6 @@ def _convert_frames(block: np.ndarray, color_space: str, inverse: bool = False) 
     return cv2.cvtColor(flat, getattr(cv2, code)).reshape(block.shape)
 
 
-def _preprocess_frames(
-    block: np.ndarray, clip_limit: float, tile_grid_size: Sequence[int], color_space: str
-) -> np.ndarray:
-    """Kernel of :func:`preprocess`: CLAHE on the HSV value, then the colour space.
-
-    BGR and RGB come straight from HSV (the same pixels as through RGB, one step less).
-    """
-    if color_space in ("bgr", "rgb"):
-        back = "COLOR_HSV2BGR" if color_space == "bgr" else "COLOR_HSV2RGB"
-        return _clahe_frames(block, clip_limit, tile_grid_size, back)
-    return _convert_frames(_clahe_frames(block, clip_limit, tile_grid_size), color_space)
-
-
 def _apply_frames(func, frames: xr.DataArray, **kwargs: Any) -> xr.DataArray:
     """Apply a whole-frame uint8 kernel lazily (numpy in -> numpy out, dask in -> dask out)."""
     if frames.chunks is not None:
@@ -303,60 +290,120 @@ def to_rgb(pixels: np.ndarray, color_space: ColorSpace) -> np.ndarray:
     return _convert_frames(np.asarray(pixels, dtype=np.uint8), color_space, inverse=True)
 
 
+def _illumination_name(illumination: Any) -> str:
+    from sediment_xr.illumination import Illumination
+
+    if illumination is None or isinstance(illumination, Illumination):
+        return "flat_field"
+    return check.check_illumination(illumination)
+
+
+def _preprocess_frames(
+    block: np.ndarray,
+    light: Any,
+    clip_limit: float,
+    tile_grid_size: Sequence[int],
+    color_space: str,
+) -> np.ndarray:
+    """Kernel of :func:`preprocess`: light correction (or CLAHE), then the colour space."""
+    from sediment_xr.illumination import Illumination, correct_frames
+
+    direct = color_space in ("bgr", "rgb")
+    if isinstance(light, Illumination):
+        rgb = correct_frames(block, light, reverse=color_space == "bgr")
+        return rgb if direct else _convert_frames(rgb, color_space)
+    if light == "none":
+        return _convert_frames(block, color_space)
+    # CLAHE: BGR and RGB come straight from HSV (the same pixels as through RGB, one step less)
+    if direct:
+        back = "COLOR_HSV2BGR" if color_space == "bgr" else "COLOR_HSV2RGB"
+        return _clahe_frames(block, clip_limit, tile_grid_size, back)
+    return _convert_frames(_clahe_frames(block, clip_limit, tile_grid_size), color_space)
+
+
 def preprocess(
     frames: xr.DataArray,
     *,
     rows: Sequence[int | None] | None = None,
     cols: Sequence[int | None] | None = None,
+    illumination: Any = None,
     clip_limit: float = 2.0,
     tile_grid_size: Sequence[int] = (8, 8),
     color_space: ColorSpace = "bgr",
 ) -> xr.DataArray:
-    """Crop, enhance and convert frames into clustering features, as in the lesson.
-
-    Equal to ``to_color_space(enhance(crop(frames, ...), ...), color_space)``, as one
-    blockwise map over the time chunks.
+    """Crop, correct the light and convert frames into clustering features.
 
     Parameters
     ----------
     frames : xarray.DataArray
         uint8 RGB frames with dims ``(time, y, x, channel)``.
-    rows, cols, clip_limit, tile_grid_size, color_space
-        See :func:`crop`, :func:`enhance` and :func:`to_color_space`.
+    rows, cols
+        The analysed window, see :func:`crop`.
+    illumination : Illumination, "flat_field", "clahe" or "none", optional
+        How the light is made even (see :mod:`sediment_xr.illumination`):
+
+        - an :class:`~sediment_xr.illumination.Illumination` (from
+          :func:`~sediment_xr.fit_illumination` on the cropped frames): divide each frame by
+          the lamps' field and by its own gain against the reference light. Lazy.
+        - ``None`` or ``"flat_field"`` (the default): the same, with the light fitted now
+          on up to 240 frames spread over the series (this computes them).
+        - ``"clahe"``: the lesson's CLAHE on the HSV value (``clip_limit``,
+          ``tile_grid_size``). Not the default: it equalises each tile's histogram, so the
+          colours move with the mat being measured (``benchmarks/accuracy.md``).
+        - ``"none"``: the pixels as decoded.
+    clip_limit, tile_grid_size
+        CLAHE settings (``illumination="clahe"`` only), see :func:`enhance`.
+    color_space : {"bgr", "rgb", "hsv", "lab"}, default "bgr"
+        See :func:`to_color_space`.
 
     Returns
     -------
     xarray.DataArray
         uint8 features ``(time, y, x, channel)`` named ``features``, on the crop's grid (the
         original pixel coordinates; the window in ``crop_rows``/``crop_cols``). The
-        ``frame_status`` coordinate of the frames, if any, is kept.
+        ``frame_status`` coordinate of the frames, if any, is kept. ``attrs["illumination"]``
+        names the method.
 
     Notes
     -----
-    Lazy: one task per time chunk.
+    Lazy (one task per time chunk), except that ``illumination="flat_field"`` first
+    computes the light from a sample of frames.
     """
+    from sediment_xr.illumination import Illumination, fit_illumination, sample_light
+
+    method = _illumination_name(illumination)
     clip_limit = check.check_clip_limit(clip_limit)
     tile_grid_size = check.check_tile_grid_size(tile_grid_size)
     color_space = check.check_color_space(color_space)
     cropped = crop(frames, rows=rows, cols=cols)
+    light: Any = illumination
+    if method == "flat_field" and not isinstance(illumination, Illumination):
+        light = fit_illumination(sample_light(cropped))
     out = _apply_frames(
         _preprocess_frames,
         cropped,
+        light=light if method == "flat_field" else method,
         clip_limit=clip_limit,
         tile_grid_size=tile_grid_size,
         color_space=color_space,
     )
     out.name = "features"
-    out.attrs = append_history(
-        {
-            "long_name": f"pixel features in {color_space} space",
-            "color_space": color_space,
-            **_window_attrs(cropped),
-            "clip_limit": clip_limit,
-            "tile_grid_size": list(tile_grid_size),
-            "history": cropped.attrs.get("history", ""),
-        },
-        f"CLAHE on HSV value (clip_limit={clip_limit}, tile_grid_size="
-        f"{list(tile_grid_size)}), features in {color_space}",
-    )
+    if method == "clahe":
+        how = (
+            f"CLAHE on HSV value (clip_limit={clip_limit}, tile_grid_size={list(tile_grid_size)})"
+        )
+    elif method == "flat_field":
+        how = "light divided by the lamps' field and each frame's gain"
+    else:
+        how = "no light correction"
+    attrs = {
+        "long_name": f"pixel features in {color_space} space",
+        "color_space": color_space,
+        **_window_attrs(cropped),
+        "illumination": method,
+    }
+    if method == "clahe":
+        attrs |= {"clip_limit": clip_limit, "tile_grid_size": list(tile_grid_size)}
+    attrs["history"] = cropped.attrs.get("history", "")
+    out.attrs = append_history(attrs, f"{how}, features in {color_space}")
     return out

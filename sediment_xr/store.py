@@ -73,7 +73,7 @@ LAYOUT = 3
 STAGING = ".sediment_xr/by_chunk.zarr"
 #: Variables with one value or row per frame: written per time chunk into :data:`STAGING`,
 #: gathered into the cube at the end.
-PER_FRAME = ("cover", "frame_status")
+PER_FRAME = ("cover", "boundary_pixels", "quality_measure", "frame_status")
 #: Variables stored with one shard per time chunk (one inner chunk per frame).
 SHARDED = ("labels", "frames")
 #: Largest per-frame variable stored as one chunk (larger ones: a few chunks of this size).

@@ -9,7 +9,7 @@ noise, and records the true mat cover of every frame. :func:`write_video` and
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -17,8 +17,12 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sediment_xr._scene import EVENTS
+
 __all__ = [
+    "EVENTS",
     "raise_if_dask_computes",
+    "realistic_series",
     "sample_frame",
     "sample_frames_dir",
     "synthetic_series",
@@ -250,3 +254,139 @@ def raise_if_dask_computes(max_computes: int = 0) -> Iterator[_CountingScheduler
     scheduler = _CountingScheduler(max_computes)
     with dask.config.set(scheduler=scheduler):
         yield scheduler
+
+
+def realistic_series(
+    n_frames: int = 48,
+    *,
+    size: int = 1024,
+    crop_rows: int | None = None,
+    start_cover: float = 12.0,
+    end_cover: float = 30.0,
+    flicker: float = 0.10,
+    vignetting: float = 0.35,
+    lamp_ageing: float = 0.0,
+    noise: float = 3.0,
+    pebbles: float = 0.04,
+    compression: str | None = "mjpeg",
+    quality: int = 80,
+    events: Mapping[str, Sequence[int]] | float = 0.0,
+    start_time: str = "2022-06-01T00:00:00",
+    frame_interval: str = "17h",
+    seed: int = 0,
+) -> xr.Dataset:
+    """A planted-truth series as hard as a real camera's: the test scene of sediment_xr.
+
+    Built from the bundled real SHR frame ``frame_0006.png``. In the analysed strip (the
+    bottom ``crop_rows`` rows):
+
+    - **sediment** keeps the real frame's texture (its real mats and shells filled in from the
+      surroundings, its lighting divided out), with large-scale mottling;
+    - **pale pebbles and shells** cover ``pebbles`` of the strip, each with a colour 35-70 % of
+      the way from the sediment's to the mat's;
+    - **mat** has coarse and fine texture, noisy colour, dark specks and soft edges (mixed
+      pixels), and grows linearly from ``start_cover`` to ``end_cover`` percent, first where
+      the real frame has mat, then along a smooth random field.
+
+    Light is then applied as a camera sees it: radial **vignetting** (light lost at the edge of
+    the beam), per-frame **flicker**, **lamp ageing** (by the last frame the lamp has lost
+    ``lamp_ageing`` x (55, 85, 140) % of its red, green and blue light: darker and warmer),
+    Gaussian **sensor noise**, and **compression** (per-frame JPEG as in MJPEG, or an H.264
+    round trip). **Events** are injected into chosen frames (see :data:`EVENTS`): ``dark``,
+    ``moved`` (shift plus rotation; the truth moves with the scene), ``occluded`` (a fish or a
+    tether; the hidden pixels are marked in the mask), ``turbid`` and ``overexposed``.
+
+    Parameters
+    ----------
+    n_frames : int, default 48
+        Number of frames.
+    size : int, default 1024
+        Width and height of the frames.
+    crop_rows : int, optional
+        Height of the analysed strip; by default ``400 / 1024`` of ``size`` (the lesson's
+        ``rows: [-400, null]``).
+    start_cover, end_cover : float, default 12, 30
+        True mat cover (percent of the strip) of the first and last frame.
+    flicker : float, default 0.10
+        Relative amplitude of the per-frame lighting gain.
+    vignetting : float, default 0.35
+        Share of the light lost at the edge of the lamps' beam.
+    lamp_ageing : float, default 0
+        Light lost by the last frame (0.3: about 17 % of red, 26 % of green, 42 % of blue).
+    noise : float, default 3
+        Standard deviation of the sensor noise (0-255 units).
+    pebbles : float, default 0.04
+        Share of the strip covered by pale pebbles and shells (under the mat where it grows).
+    compression : {"mjpeg", "h264", None}, default "mjpeg"
+        Compression round trip of the frames.
+    quality : int, default 80
+        JPEG quality (``mjpeg``) or H.264 ``crf`` (``h264``).
+    events : mapping or float, default 0
+        ``{"dark": [5, 17], ...}`` puts events in those frames; a number in ``[0, 0.5)`` is
+        the share of frames (after the first) given an event, the kinds in turn.
+    start_time, frame_interval : str
+        Time of the first frame and the time between frames.
+    seed : int, default 0
+        Seed of everything random.
+
+    Returns
+    -------
+    xarray.Dataset
+        ``frames`` uint8 RGB ``(time, y, x, channel)``; ``mask`` int8 ``(time, y_strip, x)``
+        on the strip's rows (0 sediment, 1 mat, -1 hidden by an occluder); ``true_cover``
+        percent mat of the strip (the scene's, also under an occluder); ``event`` (``ok`` or
+        the event's name). Attributes ``crop_rows``, ``slope_per_frame`` and
+        ``slope_per_day`` (the planted trend) and the settings.
+
+    Examples
+    --------
+    >>> scene = realistic_series(24, size=256, lamp_ageing=0.3, events=0.15)  # doctest: +SKIP
+    >>> scene["true_cover"].values[[0, -1]]  # doctest: +SKIP
+    array([12., 30.])
+    """
+    from sediment_xr import _scene
+
+    if crop_rows is None:
+        crop_rows = round(size * 400 / 1024)
+    if not (0 <= start_cover <= 100 and 0 <= end_cover <= 100):
+        raise ValueError(f"cover must stay within 0-100 %, got {start_cover} to {end_cover}")
+    if not 0 < crop_rows <= size:
+        raise ValueError(f"crop_rows must be in 1..{size}, got {crop_rows}")
+    settings = {
+        "start_cover": float(start_cover),
+        "end_cover": float(end_cover),
+        "flicker": float(flicker),
+        "vignetting": float(vignetting),
+        "lamp_ageing": float(lamp_ageing),
+        "noise": float(noise),
+        "pebbles": float(pebbles),
+        "compression": str(compression),
+        "quality": int(quality),
+        "seed": int(seed),
+    }
+    frames, masks, truth, event = _scene.realistic_frames(
+        n_frames,
+        size=size,
+        crop_rows=crop_rows,
+        start_cover=start_cover,
+        end_cover=end_cover,
+        flicker=flicker,
+        vignetting=vignetting,
+        lamp_ageing=lamp_ageing,
+        noise=noise,
+        pebbles=pebbles,
+        compression=compression,
+        quality=quality,
+        events=events,
+        seed=seed,
+        base=sample_frame(),
+    )
+    return _scene.realistic_dataset(
+        frames,
+        masks,
+        truth,
+        event,
+        start_time=start_time,
+        frame_interval=frame_interval,
+        attrs=settings,
+    )

@@ -48,7 +48,7 @@ def report_inputs(
     clusters: Sequence[Mapping[str, Any]],
 ) -> dict[str, Any]:
     """Keyword arguments of :func:`sediment_xr.report.build_report` for a stored run."""
-    from sediment_xr.preprocess import enhance
+    from sediment_xr.preprocess import preprocess
     from sediment_xr.segment import overlay, paint
 
     pos = example_position(cube, config.report.example_frame)
@@ -58,8 +58,15 @@ def report_inputs(
     else:  # not stored: decode it again, here (one chunk, no scheduler round trip)
         window = frames.isel(time=[pos]).sel(y=labels["y"], x=labels["x"])
         original = window.compute(scheduler="synchronous")
-    clahe = config.preprocess.clahe
-    enhanced = enhance(original, clip_limit=clahe.clip_limit, tile_grid_size=clahe.tile_grid_size)
+    pre = config.preprocess
+    light = model.illumination if model.illumination is not None else pre.illumination
+    enhanced = preprocess(
+        original,
+        illumination=light,
+        clip_limit=pre.clahe.clip_limit,
+        tile_grid_size=pre.clahe.tile_grid_size,
+        color_space="rgb",
+    )
     segmented = paint(labels, model.center_rgb).load()
     times = pd.DatetimeIndex(cube["time"].values)
     rows, cols = cube.attrs.get("crop_rows", [0, 0]), cube.attrs.get("crop_cols", [0, 0])

@@ -9,7 +9,7 @@ import xarray as xr
 import sediment_xr as sx
 from sediment_xr.testing import sample_frames_dir, synthetic_series
 
-LESSON = {"rows": [-400, None], "color_space": "bgr"}
+LESSON = {"rows": [-400, None], "illumination": "clahe", "color_space": "bgr"}
 
 
 @pytest.fixture(scope="session")

@@ -214,7 +214,7 @@ def test_example_frame_four_images_side_by_side():
     images = [rng.integers(0, 256, (30, 70, 3), dtype=np.uint8) for _ in range(4)]
     obj = plot.example_frame(*images)
     assert isinstance(obj, hv.Layout)
-    assert [el.label for el in obj] == ["original crop", "after CLAHE", "segmented", "overlay"]
+    assert [el.label for el in obj] == ["original crop", "light corrected", "segmented", "overlay"]
     grid = render(obj)
     figures = [child[0] for child in grid.children]
     assert [f.title.text for f in figures] == list(plot.EXAMPLE_TITLES)
