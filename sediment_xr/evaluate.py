@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sediment_xr.exceptions import ConfigError, InputError, InputNotFoundError
+from sediment_xr.exceptions import ConfigError, InputError, InputNotFoundError, setting
 
 __all__ = [
     "MASK_EXTENSIONS",
@@ -82,6 +82,8 @@ ALL = "all"
 _UNLABELLED = -1
 _MAPPING_EXAMPLE = "{'bio': 255, 'sediment': 0}"
 _COLOUR_EXAMPLE = "{'bio': [255, 255, 255], 'sediment': [[0, 0, 0], [0, 0, 255]]}"
+_THRESHOLD = [("threshold", 128)]
+_MAJORITY = [("match", "majority")]
 _POINT_COLUMNS = {"name": "Name", "row": "Row", "column": "Column", "label": "Label"}
 _FRAME_NAME = re.compile(r"(?:frame[_-]?)?(\d+)", re.IGNORECASE)
 Match = Literal["auto", "names", "majority"]
@@ -149,7 +151,8 @@ def _colours(name: str, value: Any, where: str) -> list[int]:
         raise ConfigError(
             f"the mapping of {where} (an RGB mask) needs an RGB colour [r, g, b] (0-255) or a "
             f"list of them for class {name!r}, but got {value!r}. Use e.g. {_COLOUR_EXAMPLE}, "
-            "or threshold=128 for a mask coded by thresholded channels."
+            f"or {setting('threshold', 128)} for a mask coded by thresholded channels.",
+            settings=_THRESHOLD,
         )
     return [int(r) * 65536 + int(g) * 256 + int(b) for r, g, b in items]
 
@@ -228,7 +231,8 @@ def read_mask(
         if not _is_int(threshold) or not 1 <= threshold <= 255:
             raise ConfigError(
                 f"threshold needs a whole number from 1 to 255, but got {threshold!r}. Use "
-                "e.g. threshold=128."
+                f"e.g. {setting('threshold', 128)}.",
+                settings=_THRESHOLD,
             )
         if not colour:
             raise ConfigError(
@@ -252,7 +256,12 @@ def read_mask(
         raise InputError(
             f"mask {path.name} has no pixel of a class of the mapping (its most common values: "
             f"{seen}). Check the mapping's values"
-            + (" (or use threshold=128 for a threshold-coded mask)." if colour else ".")
+            + (
+                f" (or use {setting('threshold', 128)} for a threshold-coded mask)."
+                if colour
+                else "."
+            ),
+            settings=_THRESHOLD,
         )
     return out
 
@@ -1070,15 +1079,19 @@ def _choose_classes(
     """The run's classes, or None for :func:`match_clusters` (see :func:`evaluate`)."""
     if match not in ("auto", "names", "majority"):
         raise ConfigError(
-            f"match needs 'auto', 'names' or 'majority', but got {match!r}. Use e.g. match='auto'."
+            f"match needs 'auto', 'names' or 'majority', but got {match!r}. Use e.g. "
+            f"{setting('match', 'auto')}.",
+            settings=[("match", "auto")],
         )
     if match == "majority":
         return None
     if not run_classes:
         if match == "names":
             raise ConfigError(
-                f"match='names' needs the run's classes, but the run has none (its config "
-                f"has no classes). Use match='majority' to name clusters after {what}."
+                f"{setting('match', 'names')} needs the run's classes, but the run has none "
+                f"(its config has no classes). Use {setting('match', 'majority')} to name "
+                f"clusters after {what}.",
+                settings=[("match", "names"), *_MAJORITY],
             )
         return None
     shared = [n for n in reference_names if n in run_classes]
@@ -1089,7 +1102,8 @@ def _choose_classes(
         raise InputError(
             f"{what} has class {unknown[0]!r}, which is not a class of the run "
             f"({', '.join(map(repr, run_classes))}). Rename it to one of them, leave it out "
-            "(its pixels or points are then not scored), or use match='majority'."
+            f"(its pixels or points are then not scored), or use {setting('match', 'majority')}.",
+            settings=_MAJORITY,
         )
     return None
 
