@@ -172,7 +172,7 @@ def _read_mapping(path: str) -> tuple[dict[str, Any], int | None]:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from sediment_xr.evaluate import evaluate, summary_text
+    from sediment_xr.evaluate import evaluate_run, summary_text
     from sediment_xr.exceptions import NAMED, ConfigError, SedimentXRError, setting
 
     if args.masks and not args.mapping:
@@ -193,7 +193,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                 "folder. Give e.g. --table evaluation.csv."
             )
     try:
-        table = evaluate(
+        table = evaluate_run(
             args.output,
             masks=args.masks,
             points=args.points,

@@ -62,10 +62,10 @@ __all__ = [
     "MASK_EXTENSIONS",
     "TABLE_COLUMNS",
     "crop_reference",
-    "evaluate",
     "evaluate_cover",
     "evaluate_labels",
     "evaluate_points",
+    "evaluate_run",
     "frame_number",
     "match_clusters",
     "read_mask",
@@ -75,7 +75,7 @@ __all__ = [
 
 #: Columns of every table this module returns (see the module's docstring).
 TABLE_COLUMNS = ("name", "frame", "time", "class", "metric", "value", "n", "match")
-#: File name endings (lower case) of the masks :func:`evaluate` reads from a folder.
+#: File name endings (lower case) of the masks :func:`evaluate_run` reads from a folder.
 MASK_EXTENSIONS = (".png", ".bmp", ".tif", ".tiff")
 #: Name of the summary rows.
 ALL = "all"
@@ -112,7 +112,7 @@ def _check_mapping(mapping: Any, colour: bool, where: str) -> list[tuple[str, np
             )
         codes = _colours(name, value, where) if colour else _codes(name, value, where)
         for code in codes:
-            if code in seen:
+            if seen.get(code, name) != name:
                 shown = _shown(code, colour)
                 raise ConfigError(
                     f"the mapping of {where} gives mask value {shown} to two classes "
@@ -293,7 +293,7 @@ def read_points(path: str | os.PathLike[str]) -> pd.DataFrame:
     Notes
     -----
     Computes: reads the file.  Points outside an image are refused by :func:`evaluate_points`
-    and :func:`evaluate`, which know the image's size.
+    and :func:`evaluate_run`, which know the image's size.
     """
     path = Path(path)
     if not path.is_file():
@@ -495,18 +495,6 @@ def _confusion(pred: np.ndarray, ref: np.ndarray, n_ref: int, n_pred: int) -> np
     return np.bincount(index, minlength=n_ref * n_pred).reshape(n_ref, n_pred)
 
 
-def _check_reference_classes(
-    reference_names: Sequence[str], classes: Mapping[str, Any], what: str
-) -> None:
-    unknown = [n for n in reference_names if n not in classes]
-    if unknown:
-        raise InputError(
-            f"{what}: reference class {unknown[0]!r} is not a class of the labels "
-            f"({', '.join(map(repr, classes))}). Name the reference's classes as the labels' "
-            "classes, or leave classes out to match clusters to classes by majority."
-        )
-
-
 def match_clusters(
     labels: xr.DataArray | np.ndarray,
     reference: np.ndarray,
@@ -652,9 +640,9 @@ def evaluate_labels(
     class_names : sequence of str
         Name of each reference class index (e.g. ``list(mapping)``).
     classes : mapping of str to list of int, optional
-        Class name to cluster ids, as in a config's ``classes``; each reference class must
-        be one of them.  Clusters in no class count as wrong.  Default:
-        :func:`match_clusters` on these very frames.
+        Class name to cluster ids, as in a config's ``classes``.  Pixels of clusters in no
+        class, and of reference classes that are not among `classes`, count as wrong.
+        Default: :func:`match_clusters` on these very frames.
     names : sequence of str, optional
         A name for each frame (the ``name`` column); default ``frame_<frame>``.
     n_clusters : int, optional
@@ -670,8 +658,7 @@ def evaluate_labels(
     Raises
     ------
     InputError
-        If shapes or frame counts differ, a reference index has no name, or a reference
-        class is not one of `classes`.
+        If shapes or frame counts differ, or a reference index has no name.
 
     Notes
     -----
@@ -697,8 +684,6 @@ def evaluate_labels(
     if classes is None:
         classes = match_clusters(data, ref, class_names=ref_names, n_clusters=k)
         match = "majority"
-    else:
-        _check_reference_classes(ref_names, classes, "evaluate_labels")
     all_names = [*ref_names, *(c for c in classes if c not in ref_names)]
     pred = _predicted(data, _class_lookup(classes, all_names, k))
     n = len(all_names)
@@ -729,8 +714,8 @@ def evaluate_points(
         along the labels' ``time``; may be left out for one frame); optional ``name``.
         Points outside the labels' window or on no-data pixels are not scored.
     classes : mapping of str to list of int, optional
-        Class name to cluster ids; every point label must be one of them. Default:
-        :func:`match_clusters` on the points.
+        Class name to cluster ids; points of other labels, and on clusters in no class,
+        count as wrong.  Default: :func:`match_clusters` on the points.
     n_clusters : int, optional
         Number of clusters; by default the labels' ``flag_values`` or their largest label.
 
@@ -745,7 +730,7 @@ def evaluate_points(
     Raises
     ------
     InputError
-        If a column is missing, a point lies outside the frame, or a label is not a class.
+        If a column is missing, or a point lies outside the frame.
 
     Notes
     -----
@@ -813,16 +798,7 @@ def evaluate_points(
         classes = match_clusters(values[None], ref[None], class_names=ref_names, n_clusters=k)
         match = "majority"
     else:
-        ref_names = list(dict.fromkeys(point_labels))
-        unknown = [v for v in ref_names if v not in classes]
-        if unknown:
-            raise InputError(
-                f"point label {unknown[0]!r} is not a class of the labels "
-                f"({', '.join(map(repr, classes))}). Map the point labels to these classes "
-                "(a mapping of class name to label codes), or leave classes out to match "
-                "clusters by majority."
-            )
-        ref_names = list(classes)
+        ref_names = [*classes, *(v for v in dict.fromkeys(point_labels) if v not in classes)]
         ref = np.array([ref_names.index(v) for v in point_labels])
     all_names = [*ref_names, *(c for c in classes if c not in ref_names)]
     pred = _predicted(values, _class_lookup(classes, all_names, k))
@@ -1076,7 +1052,7 @@ def summary_text(table: pd.DataFrame) -> str:
 def _choose_classes(
     reference_names: Sequence[str], run_classes: Mapping[str, Any] | None, match: str, what: str
 ) -> dict[str, list[int]] | None:
-    """The run's classes, or None for :func:`match_clusters` (see :func:`evaluate`)."""
+    """The run's classes, or None for :func:`match_clusters` (see :func:`evaluate_run`)."""
     if match not in ("auto", "names", "majority"):
         raise ConfigError(
             f"match needs 'auto', 'names' or 'majority', but got {match!r}. Use e.g. "
@@ -1232,7 +1208,7 @@ def _point_mapping(mapping: Any) -> dict[str, str]:
     return out
 
 
-def evaluate(
+def evaluate_run(
     output: str,
     *,
     masks: str | os.PathLike[str] | None = None,
@@ -1296,13 +1272,13 @@ def evaluate(
 
     if (masks is None) == (points is None):
         raise ConfigError(
-            "evaluate needs either masks (a folder of mask images) or points (a CSV of point "
+            "evaluate_run needs either masks (a folder of mask images) or points (a CSV of point "
             f"annotations), but got {'both' if masks is not None else 'neither'}. Give one "
             "of them."
         )
     if masks is not None and mapping is None:
         raise ConfigError(
-            "evaluate with masks needs a mapping of class names to mask values, e.g. "
+            "evaluate_run with masks needs a mapping of class names to mask values, e.g. "
             f"{_MAPPING_EXAMPLE}, but got none. Give mapping=..."
         )
     cube = open_results(output, storage_options=storage_options)
@@ -1399,8 +1375,8 @@ def evaluate(
     table["frame"] = np.asarray(frame_pos, dtype=np.int64)
     if resized:
         height, width = (int(v) for v in labels.attrs["frame_shape"])
-        rows = table["row"].to_numpy(np.int64)
-        cols = table["column"].to_numpy(np.int64)
+        rows = np.array(table["row"], dtype=np.int64)
+        cols = np.array(table["column"], dtype=np.int64)
         for i, pos in enumerate(frame_pos):
             h, w = _original_size(pos, files, config, storage_options, sizes)
             if not (0 <= rows[i] < h and 0 <= cols[i] < w):
