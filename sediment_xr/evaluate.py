@@ -754,6 +754,16 @@ def evaluate_points(
             f"they lack {', '.join(missing)}. Read them with read_points and add the frame "
             "position of each."
         )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise InputError(
+            f"evaluate_points needs integer labels, but got dtype {labels.dtype}. Use "
+            "sediment_xr.label or a run's labels."
+        )
+    if points.empty:
+        raise InputError(
+            "evaluate_points needs at least one point, but got none. Give the annotated "
+            "points of these frames."
+        )
     n_time = 1 if ndim == 2 else data_shape[0]
     window = _window(labels)
     if window is None:
@@ -787,8 +797,6 @@ def evaluate_points(
         else:
             arr = np.asarray(labels)
             values[inside] = arr[yy, xx] if ndim == 2 else arr[tt, yy, xx]
-    if not np.issubdtype(np.asarray(values).dtype, np.integer):  # pragma: no cover
-        raise InputError("evaluate_points needs integer labels.")
     point_labels = points["label"].astype(str).to_numpy()
     k = _n_clusters(labels, values, n_clusters)
     match = "names"
@@ -1028,6 +1036,9 @@ def summary_text(table: pd.DataFrame) -> str:
             )
     for cls in dict.fromkeys(summary.loc[summary["class"] != "", "class"]):
         values = summary[summary["class"] == cls].set_index("metric")["value"]
+        score = values.get("iou", values.get("agreement", 0.0))
+        if np.isnan(score) and values.get("cover_mae") == 0:
+            continue  # in neither the reference nor the prediction
         parts = []
         if "iou" in values:
             parts.append(f"IoU {values['iou']:.3f}")

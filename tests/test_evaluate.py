@@ -8,6 +8,7 @@ are found exactly by brightness (their cover equals the planted true cover).
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -354,6 +355,10 @@ def test_points_from_the_masks_score_as_the_pixels_there(suim_labels, tmp_path):
     )
     with pytest.raises(InputError, match=r"point 1 of .* is outside the 640x480 frames"):
         evaluate_points(suim_labels, points.assign(row=points["row"] + 480), classes=classes)
+    with pytest.raises(InputError, match="needs integer labels, but got dtype float64"):
+        evaluate_points(suim_labels.astype(float), points, classes=classes)
+    with pytest.raises(InputError, match="needs at least one point"):
+        evaluate_points(suim_labels, points.iloc[:0], classes=classes)
     # labels that are no class count as wrong
     other = evaluate_points(suim_labels, points, classes={"bg": [0, 1], "bio": [2, 3]})
     assert value(other, "point_accuracy") == 0.0
@@ -505,6 +510,24 @@ def test_evaluate_a_run_with_masks_through_the_cli(stills_run, tmp_path, capsys,
     frames = same[(same["metric"] == "pixel_accuracy") & (same["name"] != "all")]
     assert frames["n"].tolist() == scored.tolist()
     assert not list(stills_run.glob("evaluation*"))  # nothing written into the run's folder
+
+
+def test_evaluate_cli_table_to_stdout_and_plain_mapping(stills_run, tmp_path, capsys):
+    """A mapping file may be the classes alone; --table - writes the CSV to stdout."""
+    mapping = tmp_path / "plain.yaml"
+    mapping.write_text("water: [0]\nreef: 5\n")
+    argv = ["evaluate", str(stills_run), "--masks", str(SUIM_DIR / "masks")]
+    code, out, err = run_cli(
+        [*argv, "--mapping", str(mapping), "--threshold", "128", "--table", "-"], capsys
+    )
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    assert list(table.columns) == list(TABLE_COLUMNS) and len(table) == 38
+    assert err.startswith("pixel accuracy ")
+    same = evaluate_run(
+        str(stills_run), masks=SUIM_DIR / "masks", mapping={"water": 0, "reef": 5}, threshold=128
+    )
+    np.testing.assert_allclose(table["value"], same["value"])
 
 
 def test_evaluate_a_run_with_points(stills_run, tmp_path, capsys):
