@@ -560,42 +560,33 @@ def _scores(
     """Rows of the table from confusion counts ``(frame, n_ref, n_pred)``."""
     rows: list[dict[str, Any]] = []
     accuracy, overlap = f"{kind}_accuracy", "iou" if kind == "pixel" else "agreement"
+    k = len(names)
 
-    def add(name, frame, time, cls, metric, value, n) -> None:
-        rows.append(
-            {
-                "name": name,
-                "frame": frame,
-                "time": time,
-                "class": cls,
-                "metric": metric,
-                "value": float(value),
-                "n": int(n),
-            }
-        )
+    def add(*fields: Any) -> None:
+        rows.append(_row(*fields))
 
-    def one(c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, np.ndarray, int]:
+    def one(c: np.ndarray) -> tuple[float, np.ndarray, np.ndarray, int]:
+        """Accuracy, IoU (agreement) per class, cover ``(pred/true, class)``, count."""
         total = int(c.sum())
-        k = len(names)
         hit = np.diagonal(c)[:k].astype(float)
         true = c[:k].sum(axis=1).astype(float)
         pred = c[:, :k].sum(axis=0).astype(float)
+        if not total:
+            return np.nan, np.full(k, np.nan), np.full((2, k), np.nan), 0
         with np.errstate(invalid="ignore", divide="ignore"):
-            acc = hit.sum() / total if total else np.nan
             if kind == "pixel":
                 score = np.where(true + pred - hit > 0, hit / (true + pred - hit), np.nan)
             else:
                 score = np.where(true > 0, hit / true, np.nan)
-            cover = np.stack([100 * pred / total, 100 * true / total]) if total else None
-        return acc, score, np.full((2, k), np.nan) if cover is None else cover, hit, total
+        return hit.sum() / total, score, np.stack([100 * pred, 100 * true]) / total, total
 
     def mean(values: np.ndarray) -> float:
         finite = values[np.isfinite(values)]
         return float(finite.mean()) if finite.size else np.nan
 
-    errors = np.full((len(frames), len(names)), np.nan)
+    errors = np.full((len(frames), k), np.nan)
     for i, (frame, time, name) in enumerate(zip(frames, times, labels, strict=True)):
-        acc, score, cover, _, total = one(counts[i])
+        acc, score, cover, total = one(counts[i])
         add(name, frame, time, "", accuracy, acc, total)
         if kind == "pixel":
             add(name, frame, time, "", "mean_iou", mean(score), total)
@@ -605,11 +596,11 @@ def _scores(
             add(name, frame, time, cls, "cover_pred", cover[0, j], total)
             add(name, frame, time, cls, "cover_true", cover[1, j], total)
             add(name, frame, time, cls, "cover_error", errors[i, j], total)
-    acc, score, _, _, total = one(counts.sum(axis=0))
+    acc, score, _, total = one(counts.sum(axis=0))
     add(ALL, pd.NA, pd.NaT, "", accuracy, acc, total)
     if kind == "pixel":
         add(ALL, pd.NA, pd.NaT, "", "mean_iou", mean(score), total)
-    scored = np.isfinite(errors[:, 0]) if len(names) else np.zeros(len(frames), bool)
+    scored = np.isfinite(errors[:, 0]) if k else np.zeros(len(frames), bool)
     for j, cls in enumerate(names):
         add(ALL, pd.NA, pd.NaT, cls, overlap, score[j], total)
         add(ALL, pd.NA, pd.NaT, cls, "cover_mae", mean(np.abs(errors[scored, j])), scored.sum())
