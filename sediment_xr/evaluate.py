@@ -1157,7 +1157,14 @@ def _original_size(
         else:
             from sediment_xr.video import open_video
 
-            video = open_video(str(config["input"]), storage_options=storage_options)
+            ingest = config.get("ingest") or {}
+            video = open_video(
+                str(config["input"]),
+                fps=ingest.get("fps"),
+                start_time=ingest.get("start_time"),
+                frame_interval=ingest.get("frame_interval"),
+                storage_options=storage_options,
+            )
             cache[key] = (video.sizes["y"], video.sizes["x"])
     return cache[key]
 
