@@ -215,18 +215,15 @@ def read_mask(
     try:
         with Image.open(path) as image:
             mode = image.mode
-            if mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV"):
-                data = np.asarray(image.convert("RGB"))
-            else:
-                data = np.asarray(image)
+            colour = mode in ("RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV")
+            data = np.asarray(image.convert("RGB") if colour else image)
     except (UnidentifiedImageError, OSError) as err:
         raise InputError(
             f"mask {path} cannot be read as an image ({err}); a reference mask is a PNG, BMP "
             "or TIFF image. Export it again as PNG."
         ) from err
-    if data.ndim == 3 and mode != "RGB":  # LA, PA: the value channel
+    if data.ndim == 3 and not colour:  # LA, PA: the value channel
         data = data[..., 0]
-    colour = data.ndim == 3
     if threshold is not None:
         if not _is_int(threshold) or not 1 <= threshold <= 255:
             raise ConfigError(

@@ -102,6 +102,18 @@ def test_read_mask_colours_merge_and_leave_the_rest_unlabelled():
     np.testing.assert_array_equal(mask == -1, code == 5)
 
 
+def test_read_mask_rgba_and_palette(tmp_path):
+    rgb = np.zeros((4, 6, 3), np.uint8)
+    rgb[1:3, 2:5] = [255, 0, 255]
+    alpha = np.full((4, 6, 1), 200, np.uint8)
+    Image.fromarray(np.concatenate([rgb, alpha], axis=-1), "RGBA").save(tmp_path / "a.png")
+    mask = read_mask(tmp_path / "a.png", {"bg": [0, 0, 0], "reef": [255, 0, 255]})
+    np.testing.assert_array_equal(mask, (rgb[..., 0] == 255).astype(int))
+    palette = Image.fromarray((rgb[..., 0] == 255).astype(np.uint8) * 3, "L").convert("P")
+    palette.save(tmp_path / "p.png")
+    np.testing.assert_array_equal(read_mask(tmp_path / "p.png", {"bg": 0, "reef": 3}), mask)
+
+
 def test_read_mask_single_channel(tmp_path):
     grey = np.zeros((4, 6), np.uint8)
     grey[1:3, 2:5] = 255
