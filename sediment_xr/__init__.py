@@ -10,6 +10,10 @@ The pipeline, as plain functions on xarray objects::
     cover = sediment_xr.cover(labels)               # (time, cluster), percent
     bio = sediment_xr.merge_classes(cover, {"bio": [2, 3], "bg": [0, 1]})
     sediment_xr.fit_trends(bio)
+
+and the check against what people labelled::
+
+    table = sediment_xr.evaluate_run("results/run1", masks="masks/", mapping={"bio": 255, "bg": 0})
 """
 
 from importlib.metadata import PackageNotFoundError, version
@@ -23,6 +27,15 @@ from sediment_xr import accessor  # noqa: F401  (registers the .sediment accesso
 from sediment_xr.changes import change_table, seasonal_decomposition
 from sediment_xr.cluster import NO_DATA, fit_kmeans, label, sample_pixels, sample_positions
 from sediment_xr.coverage import classes_from_names, cover, merge_classes
+from sediment_xr.evaluate import (
+    evaluate_cover,
+    evaluate_labels,
+    evaluate_points,
+    evaluate_run,
+    match_clusters,
+    read_mask,
+    read_points,
+)
 from sediment_xr.exceptions import (
     ConfigError,
     InputError,
@@ -58,10 +71,15 @@ __all__ = [
     "cover",
     "crop",
     "enhance",
+    "evaluate_cover",
+    "evaluate_labels",
+    "evaluate_points",
+    "evaluate_run",
     "fit_illumination",
     "fit_kmeans",
     "fit_trends",
     "label",
+    "match_clusters",
     "merge_classes",
     "open_cover",
     "open_frames",
@@ -69,6 +87,8 @@ __all__ = [
     "open_results",
     "open_video",
     "preprocess",
+    "read_mask",
+    "read_points",
     "sample_pixels",
     "sample_positions",
     "seasonal_decomposition",

@@ -1,4 +1,4 @@
-"""Command line: ``sediment-xr run CONFIG.yaml`` and ``sediment-xr demo``.
+"""Command line: ``sediment-xr run CONFIG.yaml``, ``demo`` and ``evaluate OUTPUT``.
 
 Errors a user can make (the input, the config, the output folder, credentials and storage
 that cannot be reached) end with one line on stderr naming the problem, what was seen and the
@@ -23,6 +23,7 @@ from typing import Any
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+_MAX_MAPPING_BYTES = 1_000_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -70,6 +71,50 @@ def _parser() -> argparse.ArgumentParser:
         "--frames", type=int, default=48, help="number of frames of the sample (default 48)"
     )
     common(demo)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a finished run against reference masks or point annotations",
+        description="Score a finished run's labels against labelled masks or CoralNet-style "
+        "points; writes one tidy table (CSV) and prints a summary. Masks and points are "
+        "matched to the run's stills by name stem (foo.png -> foo.jpg), or to frames by "
+        "number (frame_000012.png).",
+    )
+    evaluate.add_argument("output", help="output folder of a finished `sediment-xr run`")
+    reference = evaluate.add_mutually_exclusive_group(required=True)
+    reference.add_argument("--masks", metavar="DIR", help="folder of mask images (PNG)")
+    reference.add_argument(
+        "--points", metavar="FILE.csv", help="CSV with columns Name, Row, Column, Label"
+    )
+    evaluate.add_argument(
+        "--mapping",
+        metavar="FILE.yaml",
+        help="class name -> mask values or colours (needed with --masks), or -> point label "
+        "codes; optional keys `classes:` and `threshold:` (see the README)",
+    )
+    evaluate.add_argument(
+        "--threshold",
+        type=int,
+        metavar="N",
+        help="threshold-coded RGB masks: each channel >= N is 1, value R*4+G*2+B (SUIM: 128)",
+    )
+    evaluate.add_argument(
+        "--match",
+        choices=["auto", "names", "majority"],
+        default="auto",
+        help="clusters to classes: the run's classes (names), by majority of the reference "
+        "(majority), or names when they fit and majority when the run has none of them (auto, "
+        "the default)",
+    )
+    evaluate.add_argument(
+        "--table",
+        default="evaluation.csv",
+        metavar="FILE.csv",
+        help="where to write the table (default: ./evaluation.csv, replaced if it exists; "
+        "'-' for standard output)",
+    )
+    evaluate.add_argument("--debug", action="store_true", help="show tracebacks of errors")
+    evaluate.set_defaults(quiet=False)
     return parser
 
 
@@ -87,6 +132,89 @@ def _cmd_run(args: argparse.Namespace) -> int:
     with dask_client(args.scheduler, config.dask):
         result = run(config, overwrite=args.overwrite, progress=not args.quiet, frames=frames)
     print(result.output)
+    return 0
+
+
+def _read_mapping(path: str) -> tuple[dict[str, Any], int | None]:
+    """The classes and threshold of a mapping file (see :func:`_cmd_evaluate`)."""
+    from sediment_xr._yaml import parse
+    from sediment_xr.exceptions import ConfigError
+
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(
+            f"mapping file {path} does not exist; --mapping needs a YAML file of class names "
+            "and their mask values or label codes. Check the path."
+        )
+    if file.stat().st_size > _MAX_MAPPING_BYTES:
+        raise ConfigError(
+            f"mapping file {path} is {file.stat().st_size} bytes, but a mapping is a small YAML "
+            "file of class names and values. Give the mapping, not the masks."
+        )
+    data = parse(file.read_text(encoding="utf-8", errors="replace"), f"mapping file {path}")
+    example = "classes: {bio: [5, 2], sediment: 7}"
+    if not isinstance(data, dict) or not data:
+        raise ConfigError(
+            f"mapping file {path} needs a mapping of class names to mask values or label "
+            f"codes, but holds {type(data).__name__}. Write e.g. {example}."
+        )
+    if "classes" in data and set(data) <= {"classes", "threshold"}:
+        threshold = data.get("threshold")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, int)
+        ):
+            raise ConfigError(
+                f"mapping file {path}: threshold needs a whole number (e.g. 128), but got "
+                f"{threshold!r}. Write e.g. threshold: 128."
+            )
+        return data["classes"], threshold
+    return data, None
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from sediment_xr.evaluate import evaluate_run, summary_text
+    from sediment_xr.exceptions import NAMED, ConfigError, SedimentXRError, setting
+
+    if args.masks and not args.mapping:
+        raise ConfigError(
+            "--masks needs --mapping FILE.yaml (class names with their mask values, e.g. "
+            "classes: {bio: [5, 2], sediment: 7}), but got none. Give --mapping."
+        )
+    mapping, threshold = _read_mapping(args.mapping) if args.mapping else (None, None)
+    if args.threshold is not None:
+        threshold = args.threshold
+    to_stdout = args.table == "-"
+    if not to_stdout:
+        target = Path(args.table)
+        if target.is_dir() or not target.parent.is_dir():
+            seen = "it is a folder" if target.is_dir() else f"there is no folder {target.parent}"
+            raise ConfigError(
+                f"--table {args.table}: {seen}, but --table needs a file path in an existing "
+                "folder. Give e.g. --table evaluation.csv."
+            )
+    try:
+        table = evaluate_run(
+            args.output,
+            masks=args.masks,
+            points=args.points,
+            mapping=mapping,
+            threshold=threshold,
+            match=args.match,
+        )
+    except SedimentXRError as err:  # settings named as options: --match majority
+        text = str(err)
+        for name, value in err.settings:
+            if name in ("match", "threshold") and value is not NAMED:
+                text = text.replace(setting(name, value), f"--{name} {value}")
+        raise type(err)(text) from err
+    text = table.to_csv(index=False, date_format="%Y-%m-%dT%H:%M:%S")
+    if to_stdout:
+        sys.stdout.write(text)
+        print(summary_text(table), file=sys.stderr)
+    else:
+        Path(args.table).write_text(text, encoding="utf-8")
+        print(summary_text(table))
+        print(f"table: {args.table}")
     return 0
 
 
@@ -292,6 +420,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         with _warnings_as_lines(args.debug), _stage_messages(args.quiet):
             if args.command == "run":
                 return _cmd_run(args)
+            if args.command == "evaluate":
+                return _cmd_evaluate(args)
             return _cmd_demo(args)
     except KeyboardInterrupt:
         print("sediment-xr: interrupted; run the same command again to resume.", file=sys.stderr)
