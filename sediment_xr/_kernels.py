@@ -242,14 +242,13 @@ def _pair_counts(pixels, centers, margin, lut, partners, counts):  # pragma: no 
                 | (np.int64(pixels[i, 1]) << 8)
                 | np.int64(pixels[i, 2])
             )
-            j = partners[key]
-            if j >= 0:
-                counts[lut[key], j] += 1
+            best, j = lut[key], partners[key]
         else:
             pixel[0], pixel[1], pixel[2] = pixels[i, 0], pixels[i, 1], pixels[i, 2]
             best, j = _second(pixel, centers, margin)
-            if j >= 0:
-                counts[best, j] += 1
+        counts[best, best] += 1  # the diagonal: every pixel by its own (unfiltered) label
+        if j >= 0:
+            counts[best, j] += 1
 
 
 def build_partner_lut(centers: np.ndarray, margin: float) -> np.ndarray:
@@ -270,7 +269,8 @@ def boundary_counts(
     """Pixels near a boundary of a uint8 frame ``(..., 3)``, by their two nearest centres.
 
     Returns int64 ``(k, k)``: ``[i, j]`` counts the pixels labelled ``i`` whose distance to
-    centre ``j`` exceeds their distance to ``i`` by less than ``margin``.
+    centre ``j`` exceeds their distance to ``i`` by less than ``margin``; ``[i, i]`` counts
+    all pixels labelled ``i``.
     """
     k = len(centers)
     counts = np.zeros((k, k), dtype=np.int64)

@@ -230,6 +230,7 @@ def fit_kmeans(
     preprocess: Mapping[str, Any] | None = None,
     n_frames_sampled: int = 0,
     illumination: Any = None,
+    init: np.ndarray | None = None,
 ) -> ClusterModel:
     """Fit MiniBatch KMeans on a pixel sample with dask-ml and return a :class:`ClusterModel`.
 
@@ -264,6 +265,8 @@ def fit_kmeans(
     illumination : Illumination, optional
         The light correction the sample was preprocessed with, kept in the model so that
         labelling applies the same (see :func:`sediment_xr.fit_illumination`).
+    init : numpy.ndarray, optional
+        Starting centres ``(n_clusters, 3)`` instead of the k-means++ starts.
 
     Returns
     -------
@@ -286,7 +289,10 @@ def fit_kmeans(
     random_state = check.check_random_state(random_state)
     batch_size = check.check_int(batch_size, "batch_size", low=1, example=4096)
     x = _check_sample(sample, n_clusters, color_space).astype(np.float64)
-    centers = _kmeans_plusplus_init(x, n_clusters, n_init, random_state)
+    if init is not None:
+        centers = np.asarray(init, dtype=np.float64).reshape(n_clusters, 3)
+    else:
+        centers = _kmeans_plusplus_init(x, n_clusters, n_init, random_state)
     # scikit-learn's convention: stop when the squared centre shift is below tol times the
     # mean variance of the features.
     threshold = tol * float(np.mean(np.var(x, axis=0)))
@@ -350,14 +356,16 @@ def refit_stability(
     model: ClusterModel,
     *,
     n_refits: int = 4,
-    refit_size: int = 50_000,
+    refit_size: int | None = None,
     random_state: int = 0,
 ) -> dict[str, Any]:
     """How much the clusters move when the fit is repeated on bootstrap resamples.
 
-    Each refit draws ``refit_size`` pixels of ``sample`` with replacement and fits the same
-    number of clusters from new k-means++ starts; its centres are matched to the model's
-    (:func:`match_centers`), and the whole sample is labelled with them.
+    Each refit draws ``refit_size`` pixels of ``sample`` with replacement and fits the
+    clusters again, starting from the model's centres (the bootstrap of this solution: how
+    much the centres move with the sample, not which other solutions KMeans could find); its
+    centres are matched to the model's (:func:`match_centers`), and the whole sample is
+    labelled with them.
 
     Parameters
     ----------
@@ -365,7 +373,7 @@ def refit_stability(
         The pixel sample the model was fitted on ``(n, 3)``.
     model : ClusterModel
     n_refits, refit_size, random_state
-        Number and size of the resamples, and their seed.
+        Number and size (by default the sample's) of the resamples, and their seed.
 
     Returns
     -------
@@ -382,7 +390,8 @@ def refit_stability(
     centers = model.centers_array
     covers, shifts = [], []
     for b in range(int(n_refits)):
-        pick = sample[rng.integers(0, len(sample), size=min(int(refit_size), len(sample)))]
+        size = len(sample) if refit_size is None else min(int(refit_size), len(sample))
+        pick = sample[rng.integers(0, len(sample), size=size)]
         if len(np.unique(pick, axis=0)) < model.n_clusters:
             continue
         refit = fit_kmeans(
@@ -390,7 +399,7 @@ def refit_stability(
             n_clusters=model.n_clusters,
             color_space=model.color_space,
             random_state=int(random_state) + 1000 + b,
-            n_init=3,
+            init=centers,
         )
         matched = refit.centers_array[match_centers(refit.centers_array, centers)]
         labels = nearest(sample, matched)[0]
@@ -428,7 +437,7 @@ def _median_labels(labels: np.ndarray, size: int) -> np.ndarray:
 
     flat = labels.reshape((-1, *labels.shape[-2:])).view(np.uint8)  # no data (-1) is 255
     for frame in flat:
-        cv2.medianBlur(frame, size, dst=frame)
+        frame[...] = cv2.medianBlur(frame, size)
     return labels
 
 

@@ -433,9 +433,9 @@ def _fit(
     chunks = sorted({int(np.searchsorted(starts, p, side="right")) - 1 for p in positions})
     sizes = [int(starts[i + 1] - starts[i]) for i in chunks]
     frame_bytes = window.sizes["y"] * window.sizes["x"] * 3
-    keep = not config.ingest.store_frames and "frame_status" in window.coords
+    keep = "frame_status" in window.coords  # frames from our readers (not user arrays)
     if keep and sum(sizes) * frame_bytes <= KEEP_SAMPLE_BYTES:
-        window = keep_chunks(window, chunks)  # not decoded again for the labelling
+        window = keep_chunks(window, chunks)  # decoded once: light, sample, labels, frames
     else:
         chunks = []
     light = None
@@ -500,7 +500,6 @@ def _label(
     lock.check()
     computed: list[str] = []
     kept: list[int] = []
-    stored = window  # what the cube stores with ingest.store_frames (never the kept copy)
     if not plan.new_model and out.exists("model.json") and "labels" in out.open_cube():
         model = ClusterModel.load(out.url_of("model.json"), storage_options=out.storage_options)
     elif config.cluster.model:
@@ -522,7 +521,7 @@ def _label(
         stale = [
             n
             for n, v in out.open_cube().variables.items()
-            if {"cluster", "class", "measure"} & set(v.dims)
+            if {"cluster", "partner", "class", "measure"} & set(v.dims)
         ]
         out.remove_variables("labels", "statistic", "frame_quality", *stale)  # and indexes
         out.add_variables({"labels": labels, **per_frame})
@@ -531,7 +530,7 @@ def _label(
     variables = {"labels": labels, **per_frame, "frame_status": labels["frame_status"]}
     if config.ingest.store_frames:
         marks.append(("frames", plan.fp_cube))
-        variables["frames"] = stored
+        variables["frames"] = window
     n_chunks = len(plan.bounds)
     todo = {i for stage, fp in marks for i in pending(out.done_chunks(stage, fp), n_chunks)}
     relabel = bool(pending(out.done_chunks("label", plan.fp_model), n_chunks))
@@ -542,7 +541,7 @@ def _label(
         order = sorted(todo, key=lambda i: (i not in kept, i))  # kept chunks are freed first
         tasks = chunk_writes(out, variables, marks=marks, chunks=order)
         hold = [features]  # its kept chunks, until the tasks that read them are submitted
-        del features, labels, percent, variables, window, stored, per_frame
+        del features, labels, percent, variables, window, per_frame
         lock.check()
         compute_tasks(
             tasks, desc="label", progress=progress, hold=hold, retries=config.dask.retries

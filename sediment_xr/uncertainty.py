@@ -8,8 +8,10 @@ centre, the cover of cluster ``i`` in a frame lies between
 - **high**: its pixels plus the other clusters' pixels near a boundary with it,
 
 and for a class the same with the class's clusters together (boundaries inside a class do
-not count). When the model carries bootstrap refits (``ClusterModel.stability``), the
-spread of the cover between refits is added in quadrature on both sides.
+not count). With a median filter of the labels, the interval starts from the lower (upper)
+of the cover before and after the filter. When the model carries bootstrap refits
+(``ClusterModel.stability``), the spread of the cover between refits is added in quadrature
+on both sides.
 
 The margin was calibrated on :func:`sediment_xr.testing.realistic_series` scenes (steady
 and ageing, four seeds, 36 frames each, default config): with ``MARGIN_RMS = 1`` the
@@ -69,7 +71,8 @@ def boundary_pixels(features: xr.DataArray, model: ClusterModel) -> xr.DataArray
     -------
     xarray.DataArray
         int32 ``(time, cluster, partner)`` named ``boundary_pixels``: pixels labelled
-        ``cluster`` within the margin (:func:`margin_of`) of ``partner``'s centre.
+        ``cluster`` within the margin (:func:`margin_of`) of ``partner``'s centre; on the
+        diagonal, all pixels labelled ``cluster`` (before any median filter).
 
     Notes
     -----
@@ -117,7 +120,8 @@ def boundary_pixels(features: xr.DataArray, model: ClusterModel) -> xr.DataArray
         "units": "1",
         "comment": f"pixels labelled cluster whose distance to partner's centre exceeds the "
         f"distance to their own by less than {margin:.3g} ({MARGIN_RMS:g} x the RMS "
-        "distance of the sample to its centres)",
+        "distance of the sample to its centres); on the diagonal, all pixels labelled cluster "
+        "(before the median filter)",
     }
     return out
 
@@ -134,18 +138,21 @@ def _spread(model: ClusterModel, groups: Sequence[Sequence[int]]) -> np.ndarray:
 def _interval(cover, boundary, groups, spread, name, pixels):
     counts = np.asarray(boundary.transpose("time", "cluster", "partner").values, np.float64)
     percent = np.asarray(cover.transpose("time", ...).values, np.float64)
-    # pixels of the frame: a cluster's cover is count / total * 100
     k = counts.shape[1]
     members = np.zeros((len(groups), k), dtype=bool)
     for g, ids in enumerate(groups):
         members[g, list(ids)] = True
-    total = float(pixels)
-    leave = np.einsum("tij,gi,gj->tg", counts, members, ~members) / total * 100.0
-    join = np.einsum("tij,gi,gj->tg", counts, ~members, members) / total * 100.0
-    base = percent
+    scale = 100.0 / float(pixels)  # a group's cover is its pixels / pixels * 100
+    diagonal = np.einsum("tii->ti", counts)
+    plain = diagonal @ members.T.astype(np.float64) * scale  # before any median filter
+    off = counts - np.einsum("ti,ij->tij", diagonal, np.eye(k))
+    leave = np.einsum("tij,gi,gj->tg", off, members, ~members) * scale
+    join = np.einsum("tij,gi,gj->tg", off, ~members, members) * scale
     z = 1.959963984540054 * np.asarray(spread)[None, :]
-    low = base - np.sqrt(leave**2 + z**2)
-    high = base + np.sqrt(join**2 + z**2)
+    undecoded = ~np.isfinite(percent)
+    low = np.fmin(percent, plain) - np.sqrt(leave**2 + z**2)
+    high = np.fmax(percent, plain) + np.sqrt(join**2 + z**2)
+    low[undecoded], high[undecoded] = np.nan, np.nan
     coords = {c: v for c, v in cover.coords.items()}
     attrs = {
         "units": "percent",

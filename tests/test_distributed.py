@@ -16,7 +16,7 @@ from distributed import Client, LocalCluster
 
 import sediment_xr as sx
 from sediment_xr import pipeline
-from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig
+from sediment_xr.config import ClusterConfig, Config, CropConfig, IngestConfig, PreprocessConfig
 from sediment_xr.scheduler import compute_tasks
 from sediment_xr.store import Output
 from sediment_xr.testing import write_video
@@ -64,6 +64,7 @@ def test_labels_on_two_worker_processes_equal_in_process(video, small_series, tm
         preprocess=PreprocessConfig(
             crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
         ),
+        cluster=ClusterConfig(n_clusters=4),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
     )
     in_process = pipeline.run(config, progress=False)

@@ -51,6 +51,7 @@ def job(small_series, tmp_path_factory) -> Path:
         "output": str(root / "out"),
         "ingest": {"chunk_frames": 2},
         "preprocess": {"crop": {"rows": [-small_series.attrs["crop_rows"], None]}},
+        "cluster": {"n_clusters": 4},
         "classes": {"sediment": [0, 1, 2], "mat": [3]},
         "report": {"video": False, "html": False},
     }

@@ -64,15 +64,20 @@ def notebook_path(video: Path, chunk_frames: int):
         frame_interval=s["frame_interval"],
         chunk_frames=chunk_frames,
     )
-    features = sx.preprocess(frames, rows=s["rows"], color_space="bgr")
+    window = sx.crop(frames, rows=s["rows"])
+    positions = sx.sample_positions(window.sizes["time"], s["max_frames"])
+    light = sx.fit_illumination(window.isel(time=positions))
+    features = sx.preprocess(window, illumination=light, color_space="bgr")
     sample = sx.sample_pixels(
         features,
         sample_size=s["sample_size"],
         random_state=s["random_state"],
         max_frames=s["max_frames"],
     )
-    model = sx.fit_kmeans(sample, n_clusters=s["n_clusters"], random_state=s["random_state"])
-    cover = sx.cover(sx.label(features, model)).compute()
+    model = sx.fit_kmeans(
+        sample, n_clusters=s["n_clusters"], random_state=s["random_state"], illumination=light
+    )
+    cover = sx.cover(sx.label(features, model, median_filter=3)).compute()
     return sample, model, cover
 
 
@@ -108,6 +113,9 @@ def test_command_line_and_notebook_give_the_same_model_and_cover(tmp_path, capsy
     # The same model (fitted in the client either way) ...
     assert stored_model.n_frames_sampled == 16 and stored_model.sample_size == len(sample)
     np.testing.assert_allclose(stored_model.centers_array, model.centers_array, atol=0.05)
+    np.testing.assert_allclose(  # ... with the same light
+        stored_model.illumination.coefficients, model.illumination.coefficients, atol=1e-6
+    )
     # ... and the same cover, NaN for the frame that does not decode.
     status = cube["frame_status"].values
     assert status[BROKEN] == FRAME_UNDECODABLE and (np.delete(status, BROKEN) == FRAME_OK).all()

@@ -17,7 +17,7 @@ import pytest
 import xarray as xr
 
 from sediment_xr import pipeline
-from sediment_xr.config import Config, CropConfig, IngestConfig
+from sediment_xr.config import ClusterConfig, Config, CropConfig, IngestConfig
 from sediment_xr.testing import synthetic_series, write_images
 
 
@@ -40,8 +40,11 @@ def stored(tmp_path_factory):
         output=str(root / "out"),
         ingest=IngestConfig(chunk_frames=32),
         preprocess=dataclasses.replace(
-            defaults.preprocess, crop=CropConfig(rows=(-series.attrs["crop_rows"], None))
+            defaults.preprocess,
+            crop=CropConfig(rows=(-series.attrs["crop_rows"], None)),
+            illumination="clahe",  # lesson mode: synthetic_series paints its mat unlit
         ),
+        cluster=ClusterConfig(n_clusters=4, median_filter=0),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
     )
     pipeline.run(config, progress=False)

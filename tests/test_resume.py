@@ -95,6 +95,7 @@ def job(tmp_path_factory) -> dict:
         "output": str(root / "reference"),
         "ingest": {"start_time": "2022-06-01", "frame_interval": "17h", "chunk_frames": CHUNK},
         "preprocess": {"crop": {"rows": [-series.attrs["crop_rows"], None]}},
+        "cluster": {"n_clusters": 4},
         "classes": {"sediment": [0, 1, 2], "mat": [3]},
         "dask": {"n_workers": 1, "threads_per_worker": 1},
     }

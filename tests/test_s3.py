@@ -11,7 +11,14 @@ import pytest
 import xarray as xr
 
 from sediment_xr import pipeline
-from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig, ReportConfig
+from sediment_xr.config import (
+    ClusterConfig,
+    Config,
+    CropConfig,
+    IngestConfig,
+    PreprocessConfig,
+    ReportConfig,
+)
 from sediment_xr.store import Output
 from sediment_xr.testing import write_video
 
@@ -54,6 +61,7 @@ def test_output_on_s3_equals_a_local_run(s3, small_series, tmp_path):
         preprocess=PreprocessConfig(
             crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
         ),
+        cluster=ClusterConfig(n_clusters=4),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         report=ReportConfig(html=False, video=True),
     )
@@ -103,6 +111,7 @@ def test_input_and_output_on_s3_from_aws_environment_on_worker_processes(
         preprocess=PreprocessConfig(
             crop=CropConfig(rows=(-small_series.attrs["crop_rows"], None))
         ),
+        cluster=ClusterConfig(n_clusters=4),
         classes={"sediment": (0, 1, 2), "mat": (3,)},
         report=ReportConfig(html=False, video=False),
     )

@@ -120,6 +120,7 @@ def job(small_series, tmp_path_factory) -> dict:
         "output": str(root / "in_process"),
         "ingest": {"start_time": "2022-06-01", "frame_interval": "17h", "chunk_frames": 1},
         "preprocess": {"crop": {"rows": [-small_series.attrs["crop_rows"], None]}},
+        "cluster": {"n_clusters": 4},
         "classes": {"sediment": [0, 1, 2], "mat": [3]},
         "report": {"video": False},
     }

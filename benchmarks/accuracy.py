@@ -1,0 +1,166 @@
+"""Accuracy against planted truth: methods x scenes, written to ``benchmarks/accuracy.md``.
+
+Scenes are :func:`sediment_xr.testing.realistic_series` (a real SHR frame turned into textured
+sediment with pale pebbles, textured mat growing 12 -> 30 %, vignetting, flicker, noise, MJPEG),
+``steady`` (lamp as new, no events) and ``ageing`` (the lamp loses 30 % of its light, blue
+first, and 12 % of the frames carry an event), three seeds each. Every method is built from
+the public functions; clusters are named as an analyst names them, each after what most of its
+pixels are (``sediment_xr.evaluate.match_clusters`` against the true masks). Errors are on the
+frames whose event is ``ok`` (the flagged ones are what the quality flags are for).
+
+    python benchmarks/accuracy.py                    # the table (~10 min on 2 cores)
+    python benchmarks/accuracy.py --quick            # one seed, small frames
+
+The per-frame cost column is the preprocessing alone (one thread, 1024 x 400 crop).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import numpy as np
+import pandas as pd
+
+import sediment_xr as sx
+from sediment_xr.cluster import refit_stability
+from sediment_xr.evaluate import match_clusters
+from sediment_xr.quality import FLAGS, flag_frames, frame_measures
+from sediment_xr.testing import realistic_series
+from sediment_xr.uncertainty import boundary_pixels, class_interval
+
+
+@dataclasses.dataclass(frozen=True)
+class Method:
+    name: str
+    illumination: str = "flat_field"
+    color_space: str = "bgr"
+    n_clusters: int = 8
+    median_filter: int = 3
+    first_frame: bool = False  # the lesson fits KMeans on the first frame only
+
+
+METHODS = [
+    Method(
+        "lesson: CLAHE on V, k=4 on frame 0",
+        "clahe",
+        n_clusters=4,
+        median_filter=0,
+        first_frame=True,
+    ),
+    Method("CLAHE on V, k=4, sample of all frames", "clahe", n_clusters=4, median_filter=0),
+    Method("CLAHE on V, Lab, k=8", "clahe", color_space="lab", median_filter=0),
+    Method("raw BGR, k=8", "none", median_filter=0),
+    Method("raw Lab, k=8", "none", color_space="lab", median_filter=0),
+    Method("flat field, k=4", n_clusters=4, median_filter=0),
+    Method("flat field, k=8", median_filter=0),
+    Method("flat field, k=8, 3x3 median (default)"),
+    Method("flat field, k=8, 5x5 median", median_filter=5),
+    Method("flat field, Lab, k=8, 3x3 median", color_space="lab"),
+]
+SCENES = {"steady": {}, "ageing": {"lamp_ageing": 0.3, "events": 0.12}}
+
+
+def evaluate(scene, method: Method) -> dict:
+    rows = scene.attrs["crop_rows"]
+    window = sx.crop(scene["frames"], rows=[-rows, None])
+    light = method.illumination
+    if light == "flat_field":
+        light = sx.fit_illumination(window)
+    features = sx.preprocess(window, illumination=light, color_space=method.color_space)
+    source = features.isel(time=[0]) if method.first_frame else features
+    sample = sx.sample_pixels(source, sample_size=200_000)
+    model = sx.fit_kmeans(
+        sample,
+        n_clusters=method.n_clusters,
+        color_space=method.color_space,
+        illumination=light if not isinstance(light, str) else None,
+    )
+    model = dataclasses.replace(model, stability=refit_stability(sample, model))
+    labels = sx.label(features, model, median_filter=method.median_filter)
+    masks = scene["mask"].values
+    classes = match_clusters(labels, masks, class_names=["sediment", "mat"])
+    classes.setdefault("mat", [])
+    classes = {k: v for k, v in classes.items() if v}
+    cover = sx.merge_classes(sx.cover(labels), classes)
+    mat = cover.sel({"class": "mat"}).values if "mat" in classes else np.zeros(len(masks))
+    truth = scene["true_cover"].values
+    good = scene["event"].values == "ok"
+    t = np.arange(len(truth))
+    slope = np.polyfit(t[good], mat[good], 1)[0] / np.polyfit(t[good], truth[good], 1)[0]
+    pixels = labels.sizes["y"] * labels.sizes["x"]
+    low, high = class_interval(cover, boundary_pixels(features, model), model, classes, pixels)
+    low = low.sel({"class": "mat"}).values
+    high = high.sel({"class": "mat"}).values
+    row = {
+        "mae_pp": float(np.abs(mat - truth)[good].mean()),
+        "bias_pp": float((mat - truth)[good].mean()),
+        "slope_ratio": float(slope),
+        "interval_coverage": float(((truth >= low) & (truth <= high))[good].mean()),
+        "interval_width_pp": float((high - low)[good].mean()),
+    }
+    if not isinstance(light, str):
+        flags = np.asarray(FLAGS, object)[flag_frames(frame_measures(window, light)).values]
+        events = ~good
+        row["events_caught"] = float((flags != "ok")[events].mean()) if events.any() else np.nan
+        row["good_flagged"] = float((flags != "ok")[good].mean())
+    return row
+
+
+def preprocess_cost(method: Method, n_frames: int = 24) -> float:
+    """ms per 1024 x 400 frame of the preprocessing alone, one thread."""
+    import cv2
+
+    cv2.setNumThreads(1)
+    scene = realistic_series(n_frames, seed=0)
+    window = sx.crop(scene["frames"], rows=[-400, None])
+    light = (
+        sx.fit_illumination(window) if method.illumination == "flat_field" else method.illumination
+    )
+    sx.preprocess(window.isel(time=[0]), illumination=light, color_space=method.color_space).load()
+    best = np.inf
+    for _ in range(3):
+        start = time.perf_counter()
+        sx.preprocess(window, illumination=light, color_space=method.color_space).load()
+        best = min(best, time.perf_counter() - start)
+    return 1000 * best / n_frames
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=str(Path(__file__).with_name("accuracy_results.csv")))
+    args = parser.parse_args(argv)
+    seeds, size, n = ((0,), 256, 24) if args.quick else ((0, 1, 2), 512, 36)
+    rows = []
+    for seed in seeds:
+        for scene_name, kwargs in SCENES.items():
+            scene = realistic_series(n, size=size, seed=seed, **kwargs)
+            for method in METHODS:
+                row = evaluate(scene, method)
+                rows.append({"method": method.name, "scene": scene_name, "seed": seed, **row})
+                print(
+                    f"{scene_name} seed {seed} {method.name}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in row.items()),
+                    flush=True,
+                )
+    table = pd.DataFrame(rows)
+    costs = {m.name: preprocess_cost(m) for m in METHODS}
+    table["preprocess_ms_per_frame"] = table["method"].map(costs)
+    table.to_csv(args.out, index=False, float_format="%.4f")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {sys.version.split()[0]}, sediment_xr {sx.__version__}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
