@@ -113,7 +113,16 @@ def _series_name(dim: str, value: object) -> str:
 def clusters_summary(
     model: ClusterModel, cover: xr.DataArray, classes: Mapping[str, Sequence[int]] | None
 ) -> dict[str, Any]:
-    """``clusters.json``: each cluster's id, class name, colour and mean share of the cover."""
+    """``clusters.json``: each cluster's id, class name, colour, mean share and stability.
+
+    ``stability_pp`` is how much the cluster's share of the sample moves between bootstrap
+    refits (standard deviation, percentage points; see
+    :func:`sediment_xr.cluster.refit_stability`), ``center_shift`` how far its centre moves
+    (RMS, feature units); both null without refits.
+    """
+    stability = model.stability or {}
+    spread = stability.get("cover_spread") or [None] * model.n_clusters
+    shift = stability.get("center_shift") or [None] * model.n_clusters
     names = {i: f"cluster_{i}" for i in range(model.n_clusters)}
     for name, ids in (classes or {}).items():
         for i in ids:
@@ -129,6 +138,8 @@ def clusters_summary(
                 "name": names[i],
                 "center_rgb": [int(v) for v in model.center_rgb[i]],
                 "share_percent": round(float(share[i]), 4),
+                "stability_pp": spread[i],
+                "center_shift": shift[i],
             }
             for i in range(model.n_clusters)
         ],
@@ -136,6 +147,7 @@ def clusters_summary(
         "n_clusters": model.n_clusters,
         "random_state": model.random_state,
         "sample_size": model.sample_size,
+        "n_refits": stability.get("n_refits", 0),
     }
 
 

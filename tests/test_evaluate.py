@@ -400,7 +400,9 @@ def mat_masks(series: xr.Dataset) -> np.ndarray:
 
 def test_synthetic_series_mat_found_by_clustering(series):
     masks = mat_masks(series)
-    features = sx.preprocess(series["frames"], rows=[-series.attrs["crop_rows"], None])
+    features = sx.preprocess(
+        series["frames"], rows=[-series.attrs["crop_rows"], None], illumination="clahe"
+    )
     model = sx.fit_kmeans(
         sx.sample_pixels(features, sample_size=5000, random_state=0), n_clusters=3, random_state=0
     )
@@ -582,8 +584,12 @@ def test_evaluate_a_video_run_matches_frame_numbers(series, tmp_path, capsys):
         "input": str(video),
         "output": str(tmp_path / "out"),
         "ingest": {"start_time": "2022-06-01T00:00:00", "frame_interval": "17h"},
-        "preprocess": {"crop": {"rows": [-series.attrs["crop_rows"], None]}},
-        "cluster": {"n_clusters": 3, "sample_size": 5000},
+        # lesson mode: synthetic_series paints its mat without the frame's light
+        "preprocess": {
+            "crop": {"rows": [-series.attrs["crop_rows"], None]},
+            "illumination": "clahe",
+        },
+        "cluster": {"n_clusters": 3, "sample_size": 5000, "median_filter": 0},
         "classes": {"sediment": [0, 1], "mat": [2]},
         "report": {"html": False, "video": False},
     }
@@ -710,8 +716,11 @@ def test_evaluate_a_resized_video_run(series, tmp_path):
         "input": str(video),
         "output": str(tmp_path / "out"),
         "ingest": {"start_time": "2022-06-01T00:00:00", "frame_interval": "17h", "resize": 64},
-        "preprocess": {"crop": {"rows": [-series.attrs["crop_rows"] // 2, None]}},
-        "cluster": {"n_clusters": 3, "sample_size": 3000},
+        "preprocess": {
+            "crop": {"rows": [-series.attrs["crop_rows"] // 2, None]},
+            "illumination": "clahe",
+        },
+        "cluster": {"n_clusters": 3, "sample_size": 3000, "median_filter": 0},
         "classes": {"sediment": [0, 1], "mat": [2]},
         "report": {"html": False, "video": False},
     }
