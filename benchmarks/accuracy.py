@@ -42,7 +42,7 @@ class Method:
     name: str
     illumination: str = "flat_field"
     color_space: str = "bgr"
-    n_clusters: int = 8
+    n_clusters: int = 12
     median_filter: int = 3
     first_frame: bool = False  # the lesson fits KMeans on the first frame only
 
@@ -56,14 +56,16 @@ METHODS = [
         first_frame=True,
     ),
     Method("CLAHE on V, k=4, sample of all frames", "clahe", n_clusters=4, median_filter=0),
-    Method("CLAHE on V, Lab, k=8", "clahe", color_space="lab", median_filter=0),
-    Method("raw BGR, k=8", "none", median_filter=0),
-    Method("raw Lab, k=8", "none", color_space="lab", median_filter=0),
+    Method("CLAHE on V, Lab, k=12", "clahe", color_space="lab", median_filter=0),
+    Method("raw BGR, k=12", "none", median_filter=0),
+    Method("raw Lab, k=12", "none", color_space="lab", median_filter=0),
     Method("flat field, k=4", n_clusters=4, median_filter=0),
-    Method("flat field, k=8", median_filter=0),
-    Method("flat field, k=8, 3x3 median (default)"),
-    Method("flat field, k=8, 5x5 median", median_filter=5),
-    Method("flat field, Lab, k=8, 3x3 median", color_space="lab"),
+    Method("flat field, k=8", n_clusters=8, median_filter=0),
+    Method("flat field, k=8, 3x3 median", n_clusters=8),
+    Method("flat field, k=12", median_filter=0),
+    Method("flat field, k=12, 3x3 median (default)"),
+    Method("flat field, k=12, 5x5 median", median_filter=5),
+    Method("flat field, Lab, k=12, 3x3 median", color_space="lab"),
 ]
 SCENES = {"steady": {}, "ageing": {"lamp_ageing": 0.3, "events": 0.12}}
 

@@ -152,6 +152,7 @@ def label_frames(
 def _block_means(frame, size, out):  # pragma: no cover - compiled
     rows, cols = out.shape[0], out.shape[1]
     scale = 1.0 / (size * size)
+    saturated = 0
     for by in range(rows):
         for bx in range(cols):
             s0 = 0.0
@@ -159,18 +160,27 @@ def _block_means(frame, size, out):  # pragma: no cover - compiled
             s2 = 0.0
             for y in range(by * size, (by + 1) * size):
                 for x in range(bx * size, (bx + 1) * size):
-                    s0 += frame[y, x, 0]
-                    s1 += frame[y, x, 1]
-                    s2 += frame[y, x, 2]
+                    a, b, c = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
+                    s0 += a
+                    s1 += b
+                    s2 += c
+                    if a >= 250 or b >= 250 or c >= 250:
+                        saturated += 1
             out[by, bx, 0] = s0 * scale
             out[by, bx, 1] = s1 * scale
             out[by, bx, 2] = s2 * scale
+    return saturated
 
 
-def block_means(frame: np.ndarray, size: int) -> np.ndarray:
-    """float64 means of whole ``size`` x ``size`` blocks of a ``(h, w, 3)`` frame."""
+def block_means(frame: np.ndarray, size: int, saturated: bool = False):
+    """float64 means of whole ``size`` x ``size`` blocks of a uint8 ``(h, w, 3)`` frame.
+
+    With ``saturated``, also the share of the blocks' pixels with a channel at 250 or more.
+    """
     out = np.empty((frame.shape[0] // size, frame.shape[1] // size, 3), dtype=np.float64)
-    _block_means(np.ascontiguousarray(frame), int(size), out)
+    count = _block_means(np.ascontiguousarray(frame), int(size), out)
+    if saturated:
+        return out, count / max(out.shape[0] * out.shape[1] * size * size, 1)
     return out
 
 
@@ -221,41 +231,51 @@ def _second(pixel, centers, margin):  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True)
 def _build_partner_lut(centers, margin):  # pragma: no cover - compiled
-    lut = np.empty(256 * 256 * 256, np.int8)
+    # one entry per colour: label + 128 * (partner + 1), one memory access per pixel
+    lut = np.empty(256 * 256 * 256, np.int16)
     pixel = np.empty(3, np.float64)
     for a in range(256):
         for b in range(256):
             for c in range(256):
                 pixel[0], pixel[1], pixel[2] = a, b, c
-                lut[(a << 16) | (b << 8) | c] = _second(pixel, centers, margin)[1]
+                best, partner = _second(pixel, centers, margin)
+                lut[(a << 16) | (b << 8) | c] = best + 128 * (partner + 1)
     return lut
 
 
 @numba.njit(cache=True, nogil=True)
-def _pair_counts(pixels, centers, margin, lut, partners, counts):  # pragma: no cover
-    use_lut = lut.shape[0] > 0
-    pixel = np.empty(3, np.float64)
-    for i in range(pixels.shape[0]):
-        if use_lut:
+def _pair_counts(pixels, centers, margin, lut, counts):  # pragma: no cover
+    k = counts.shape[0]
+    hist = np.zeros(128 * (k + 1), np.int64)  # by code: label + 128 * (partner + 1)
+    if lut.shape[0] > 0:
+        for i in range(pixels.shape[0]):
             key = (
                 (np.int64(pixels[i, 0]) << 16)
                 | (np.int64(pixels[i, 1]) << 8)
                 | np.int64(pixels[i, 2])
             )
-            best, j = lut[key], partners[key]
-        else:
+            hist[lut[key]] += 1
+    else:
+        pixel = np.empty(3, np.float64)
+        for i in range(pixels.shape[0]):
             pixel[0], pixel[1], pixel[2] = pixels[i, 0], pixels[i, 1], pixels[i, 2]
             best, j = _second(pixel, centers, margin)
-        counts[best, best] += 1  # the diagonal: every pixel by its own (unfiltered) label
-        if j >= 0:
-            counts[best, j] += 1
+            hist[best + 128 * (j + 1)] += 1
+    for code in range(hist.shape[0]):
+        n = hist[code]
+        if n:
+            best, j = code % 128, code // 128 - 1
+            counts[best, best] += n  # the diagonal: every pixel by its own (unfiltered) label
+            if j >= 0:
+                counts[best, j] += n
 
 
 def build_partner_lut(centers: np.ndarray, margin: float) -> np.ndarray:
-    """Second-nearest centre (int8) of every uint8 colour near a boundary, else -1.
+    """Nearest and boundary partner of every uint8 colour, as int16 ``label + 128 (p + 1)``.
 
-    Near: its distances to its two nearest centres differ by less than ``margin``. Indexed
-    like :func:`build_lut`.
+    ``p`` is the second-nearest centre when the colour's distances to its two nearest centres
+    differ by less than ``margin``, else -1. Indexed like :func:`build_lut`; up to 127
+    clusters.
     """
     return _build_partner_lut(np.ascontiguousarray(centers, dtype=np.float64), float(margin))
 
@@ -264,7 +284,7 @@ def boundary_counts(
     frame: np.ndarray,
     centers: np.ndarray,
     margin: float,
-    luts: tuple[np.ndarray, np.ndarray] | None = None,
+    lut: np.ndarray | None = None,
 ) -> np.ndarray:
     """Pixels near a boundary of a uint8 frame ``(..., 3)``, by their two nearest centres.
 
@@ -274,14 +294,11 @@ def boundary_counts(
     """
     k = len(centers)
     counts = np.zeros((k, k), dtype=np.int64)
-    empty = np.empty(0, np.int8)
-    lut, partners = luts if luts is not None else (empty, empty)
     _pair_counts(
         np.ascontiguousarray(frame).reshape(-1, 3),
         np.ascontiguousarray(centers, dtype=np.float64),
         float(margin),
-        np.asarray(lut),
-        np.asarray(partners),
+        np.empty(0, np.int16) if lut is None else np.asarray(lut),
         counts,
     )
     return counts

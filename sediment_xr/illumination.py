@@ -33,7 +33,15 @@ import xarray as xr
 
 from sediment_xr.exceptions import ModelError
 
-__all__ = ["Illumination", "block_size", "fit_illumination", "sample_light"]
+__all__ = [
+    "Illumination",
+    "block_means_of",
+    "block_size",
+    "fit_illumination",
+    "frame_gains",
+    "gain_of",
+    "sample_light",
+]
 
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 #: Percentile of brightness in a block that follows the light on the sediment ...
@@ -69,7 +77,8 @@ def _blocks(image: np.ndarray, block: int) -> np.ndarray:
     )
 
 
-def _block_means(image: np.ndarray, block: int) -> np.ndarray:
+def block_means_of(image: np.ndarray, block: int) -> np.ndarray:
+    """Means of whole ``block`` x ``block`` blocks of any ``(h, w, ...)`` array (float32)."""
     return _blocks(np.asarray(image, dtype=np.float32), block).mean(axis=2)
 
 
@@ -165,11 +174,21 @@ class Illumination:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def __getstate__(self) -> dict[str, Any]:
+        # the cached field is rebuilt where it is used: tasks carry the small arrays only
+        return {k: v for k, v in self.__dict__.items() if k != "_field"}
+
     def field(self) -> np.ndarray:
-        """The field over the whole window, float32 ``(height, width)``, mean 1."""
-        h, w = self.shape
-        terms = _design(h, w, h, w, 1.0)
-        return np.exp(terms @ np.asarray(self.coefficients)).reshape(h, w).astype(np.float32)
+        """The field over the whole window, float32 ``(height, width)``, mean 1 (read-only)."""
+        cached = self.__dict__.get("_field")
+        if cached is None:
+            h, w = self.shape
+            terms = _design(h, w, h, w, 1.0)
+            cached = np.exp(terms @ np.asarray(self.coefficients)).reshape(h, w)
+            cached = cached.astype(np.float32)
+            cached.flags.writeable = False
+            object.__setattr__(self, "_field", cached)
+        return cached
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (values rounded to 4 significant digits)."""
@@ -203,21 +222,25 @@ class Illumination:
 
 
 def _frame_light(block: np.ndarray, size: int, status: np.ndarray | None) -> tuple:
-    """Per frame of a chunk: low-percentile brightness and RGB means, both per block."""
+    """Per decodable frame of a chunk: low-percentile brightness and RGB means, per block.
+
+    Also returns which frames of the chunk decoded.
+    """
     from sediment_xr._kernels import block_means
     from sediment_xr.frames import FRAME_UNDECODABLE
 
-    lows, means = [], []
+    lows, means, decoded = [], [], np.ones(len(block), dtype=bool)
     kth = None
     for i, frame in enumerate(block):
         if status is not None and status[i] == FRAME_UNDECODABLE:
+            decoded[i] = False
             continue
         luma = _blocks(frame.astype(np.float32) @ _LUMA, size)  # (rows, cols, b * b)
         kth = kth if kth is not None else int(FIELD_PERCENTILE / 100 * (luma.shape[-1] - 1))
         low = np.partition(luma, kth, axis=-1)[..., kth]
         lows.append(100.0 * low / max(float(np.median(low)), 1e-3))  # the frame's gain out
         means.append(block_means(frame, size))
-    return lows, means
+    return lows, means, decoded
 
 
 def _fit_surface(low: np.ndarray, height: int, width: int, size: int) -> np.ndarray:
@@ -281,8 +304,9 @@ def fit_illumination(window: xr.DataArray) -> Illumination:
         parts = dask.compute(
             *[dask.delayed(_frame_light)(b, size, f) for b, f in zip(blocks, flags, strict=True)]
         )
-    lows = [x for low, _ in parts for x in low]
-    means = [x for _, mean in parts for x in mean]
+    lows = [x for low, _, _ in parts for x in low]
+    means = [x for _, mean, _ in parts for x in mean]
+    decoded = np.concatenate([d for _, _, d in parts])
     if not lows:
         raise ModelError(
             "no frame of the sample can be decoded, so the light cannot be estimated. The "
@@ -297,22 +321,13 @@ def fit_illumination(window: xr.DataArray) -> Illumination:
         block=size,
         shape=(height, width),
     )
-    field_blocks = _block_means(light.field(), size)[..., None]
+    field_blocks = block_means_of(light.field(), size)[..., None]
     flat = np.stack(means) / field_blocks
     light = dataclasses.replace(light, reference=np.median(flat, axis=0).astype(np.float32))
     times = window["time"].values if "time" in window.coords else None
     if times is None or not np.issubdtype(np.asarray(times).dtype, np.datetime64):
         return light
-    decoded = _decoded(window)
     return _with_scene(light, flat, np.asarray(times)[decoded])
-
-
-def _decoded(window: xr.DataArray) -> np.ndarray:
-    from sediment_xr.frames import FRAME_UNDECODABLE
-
-    if "frame_status" not in window.coords:
-        return np.ones(window.sizes["time"], dtype=bool)
-    return np.asarray(window["frame_status"].values) != FRAME_UNDECODABLE
 
 
 def _with_scene(light: Illumination, flat: np.ndarray, times: np.ndarray) -> Illumination:
@@ -320,7 +335,7 @@ def _with_scene(light: Illumination, flat: np.ndarray, times: np.ndarray) -> Ill
     t0, t1 = times.min(), times.max()
     span = max((t1 - t0) / np.timedelta64(1, "s"), 1e-9)
     s = ((times - t0) / np.timedelta64(1, "s")) / span
-    gains = np.stack([_gain_of(block, light.reference) for block in flat])
+    gains = np.stack([gain_of(block, light.reference) for block in flat])
     y = np.log(np.maximum((flat / gains[:, None, None, :]) @ _LUMA, 0.5)).reshape(len(s), -1)
     x = np.stack([np.ones_like(s), s], axis=1)
     coef = np.linalg.lstsq(x, y, rcond=None)[0]
@@ -341,7 +356,8 @@ def _with_scene(light: Illumination, flat: np.ndarray, times: np.ndarray) -> Ill
     )
 
 
-def _gain_of(flat_means: np.ndarray, reference: np.ndarray) -> np.ndarray:
+def gain_of(flat_means: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """Gain per channel of flat-fielded block means against the reference (half-sample mode)."""
     ratio = np.log(np.maximum(flat_means, 0.5)) - np.log(np.maximum(reference, 0.5))
     return np.maximum(np.exp([half_sample_mode(ratio[..., c]) for c in range(3)]), MIN_GAIN)
 
@@ -353,7 +369,7 @@ def frame_gains(frame: np.ndarray, inv_blocks: np.ndarray, light: Illumination) 
     """
     from sediment_xr._kernels import block_means
 
-    return _gain_of(block_means(frame, light.block) * inv_blocks, light.reference)
+    return gain_of(block_means(frame, light.block) * inv_blocks, light.reference)
 
 
 def correct_frames(block: np.ndarray, light: Illumination, reverse: bool) -> np.ndarray:
@@ -371,7 +387,7 @@ def correct_frames(block: np.ndarray, light: Illumination, reverse: bool) -> np.
     from sediment_xr._kernels import scale_pixels
 
     inv_field = 1.0 / light.field()
-    inv_blocks = _block_means(inv_field, light.block)[..., None]
+    inv_blocks = block_means_of(inv_field, light.block)[..., None]
     out = np.empty(flat.shape, dtype=np.uint8)
     for i, frame in enumerate(flat):
         gains = frame_gains(frame, inv_blocks, light)

@@ -638,7 +638,9 @@ def _outputs(
     )
     clusters = clusters_summary(model, series["cover"], config.classes)
     out.write_text("cover.csv", table.to_csv(index=False, float_format="%.6f"))
-    long = cover_long(series["cover"], series.get("class_cover"), run=config.run_name)
+    long = cover_long(
+        series["cover"], series.get("class_cover"), run=config.run_name, quality=table["quality"]
+    )
     out.write_bytes("cover.parquet", long.to_parquet(index=False))
     out.write_text("trend.csv", trend.to_csv(index=False, float_format="%.8g"))
     out.write_text("trend_summary.txt", summary_text(xr.Dataset(fitted), trend))
@@ -656,6 +658,7 @@ def _outputs(
         clusters=clusters["clusters"],
         relabelled="label" in computed,
         log=say,
+        quality=list(table["quality"]),
     )
     acdd = coverage_attrs(cube["time"].values)
     files = [name for name in ASSETS if name == "cube.zarr" or out.exists(name)]

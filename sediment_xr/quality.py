@@ -37,7 +37,7 @@ import pandas as pd
 import xarray as xr
 
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
-from sediment_xr.illumination import Illumination, _block_means, frame_gains
+from sediment_xr.illumination import Illumination, block_means_of, gain_of
 
 __all__ = [
     "FLAGS",
@@ -81,22 +81,23 @@ def _measure_block(
     from sediment_xr._kernels import block_means
 
     out = np.full((block.shape[0], len(MEASURES)), np.nan, dtype=np.float32)
-    inv_blocks = _block_means(1.0 / light.field(), light.block)[..., None]
+    inv_blocks = block_means_of(1.0 / light.field(), light.block)[..., None]
     ref = np.log(np.maximum(light.reference @ _LUMA, 0.5))
     ref_spread = float(ref.std()) or 1.0
     scenes = _scene_at(light, times) if light.scene is not None else None
     for i, frame in enumerate(block):
         if status is not None and status[i] == FRAME_UNDECODABLE:
             continue
-        gains = frame_gains(frame, inv_blocks, light)
-        means = block_means(frame, light.block) * inv_blocks / gains
+        raw, saturated = block_means(frame, light.block, saturated=True)
+        gains = gain_of(raw * inv_blocks, light.reference)
+        means = raw * inv_blocks / gains
         seen = np.log(np.maximum(means @ _LUMA, 0.5))
         expected = scenes[i] if scenes is not None else ref
         a, b = (seen - seen.mean()).ravel(), (expected - expected.mean()).ravel()
         denom = float(np.sqrt((a * a).sum() * (b * b).sum())) or 1.0
         out[i] = (
             float(gains @ _LUMA),
-            float((frame.max(axis=-1) >= 250).mean()),
+            saturated,
             float(seen.std()) / ref_spread,
             float((a * b).sum()) / denom,
             float((np.abs(seen - expected) > CHANGED_LOG).mean()),

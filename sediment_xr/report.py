@@ -132,13 +132,53 @@ def _clusters_table(clusters: Sequence[Mapping[str, Any]]) -> str:
             f'<td class="text">{_e(item.get("name", f"cluster_{i}"))}</td>'
             f'<td class="text">{_e(color)} ({", ".join(str(v) for v in rgb)})</td>'
             f"<td>{_number(share)}</td>"
+            f"<td>{_number(item.get('stability_pp'))}</td>"
             "</tr>"
         )
     return (
         '<table><thead><tr><th>id</th><th class="text">colour</th><th class="text">name</th>'
-        '<th class="text">centre (RGB)</th><th>mean cover (%)</th></tr></thead>'
+        '<th class="text">centre (RGB)</th><th>mean cover (%)</th>'
+        "<th>stability (pp)</th></tr></thead>"
         f"<tbody>{''.join(rows)}</tbody></table>"
     )
+
+
+#: Most flagged frames listed in the report (all are counted, and all are in cover.csv).
+MAX_FLAGGED_ROWS = 500
+
+
+def _quality_html(cover: xr.DataArray, quality: Sequence[str] | None) -> str:
+    if quality is None:
+        return '<p class="note">No frame quality flags for this run.</p>'
+    flags = pd.Series(list(quality), dtype=object)
+    counts = flags.value_counts()
+    note = (
+        '<p class="note">Each frame is measured against the light and the scene expected at '
+        "its time; flagged frames keep their cover in the cube and <code>cover.csv</code> "
+        "(column <code>quality</code>) and are left out of the trends and summary statistics "
+        "(unless <code>quality.include_flagged</code>).</p>"
+    )
+    table = _mapping_table({k: int(v) for k, v in counts.items()}, "flag", "frames")
+    bad = np.flatnonzero(flags.to_numpy() != "ok")
+    if len(bad) == 0:
+        return f"{note}{table}"
+    times = pd.DatetimeIndex(cover["time"].values)
+    numbers = cover["frame"].values if "frame" in cover.coords else np.arange(len(times))
+    rows = "".join(
+        f'<tr><td class="text">{_e(times[i].isoformat())}</td><td>{int(numbers[i])}</td>'
+        f'<td class="text">{_e(flags.iloc[i])}</td></tr>'
+        for i in bad[:MAX_FLAGGED_ROWS]
+    )
+    more = (
+        f'<p class="note">First {MAX_FLAGGED_ROWS} of {len(bad)} flagged frames.</p>'
+        if len(bad) > MAX_FLAGGED_ROWS
+        else ""
+    )
+    listing = (
+        '<h3>Flagged frames</h3><table><thead><tr><th class="text">time</th><th>frame</th>'
+        f'<th class="text">flag</th></tr></thead><tbody>{rows}</tbody></table>{more}'
+    )
+    return f"{note}{table}{listing}"
 
 
 def _example_html(example: Mapping[str, Any] | None) -> str:
@@ -193,6 +233,7 @@ def build_report(
     config_yaml: str,
     versions: Mapping[str, str],
     title: str = "sediment_xr report",
+    quality: Sequence[str] | None = None,
 ) -> str:
     """Build the run's report: one self-contained HTML document that works offline.
 
@@ -220,6 +261,9 @@ def build_report(
     versions : dict of str to str
         Package versions.
     title : str, default "sediment_xr report"
+    quality : sequence of str, optional
+        Each frame's quality flag (``ok``, ``dark`` ...); flagged frames are counted and
+        listed (the first :data:`MAX_FLAGGED_ROWS`).
 
     Returns
     -------
@@ -294,6 +338,7 @@ def build_report(
 {_clusters_table(clusters)}
 </section>
 <section id="example"><h2>Example frame</h2>{_example_html(example)}</section>
+<section id="quality"><h2>Frame quality</h2>{_quality_html(cover, quality)}</section>
 <section id="cover"><h2>Percent cover over time</h2>
 <p class="note">One bar per frame; hover for time, frame and value.</p>
 {plot("stacked_clusters")}

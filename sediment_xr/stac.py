@@ -134,6 +134,7 @@ def run_item(
                 {"name": "kind", "type": "string", "description": "cluster or class"},
                 {"name": "name", "type": "string"},
                 {"name": "cover", "type": "float64", "description": "percent"},
+                {"name": "quality", "type": "string", "description": "the frame's flag"},
             ]
         item.add_asset(
             _KEYS.get(name, name.replace(".", "_")),

@@ -62,7 +62,11 @@ def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) ->
 
 
 def cover_long(
-    cover: xr.DataArray, class_cover: xr.DataArray | None = None, *, run: str
+    cover: xr.DataArray,
+    class_cover: xr.DataArray | None = None,
+    *,
+    run: str,
+    quality: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """``cover.parquet``: the cover in long form, one row per frame and cluster or class.
 
@@ -74,16 +78,19 @@ def cover_long(
         Percent cover ``(time, class)``.
     run : str
         The run's name (the ``run`` column), to tell runs apart when many are read together.
+    quality : sequence of str, optional
+        Each frame's quality flag (``ok`` for good frames); ``ok`` for every frame if absent.
 
     Returns
     -------
     pandas.DataFrame
         Columns ``run``, ``time`` (datetime64 without a time zone, in UTC as in the cube),
         ``frame``, ``kind`` (``cluster`` or ``class``), ``name`` (``cluster_0``..., or the
-        class) and ``cover`` (percent).
+        class), ``cover`` (percent) and ``quality``.
     """
     times = pd.DatetimeIndex(cover["time"].values)
     frames = np.asarray(cover["frame"].values if "frame" in cover.coords else range(len(times)))
+    flags = np.asarray(["ok"] * len(times) if quality is None else list(quality), dtype=object)
     parts = []
     for kind, series, dim in (("cluster", cover, "cluster"), ("class", class_cover, "class")):
         if series is None:
@@ -100,6 +107,7 @@ def cover_long(
                     "kind": pd.Series([kind] * values.size, dtype="string"),
                     "name": pd.Series(np.tile(names, len(times)), dtype="string"),
                     "cover": values.ravel(),
+                    "quality": pd.Series(np.repeat(flags, n), dtype="string"),
                 }
             )
         )

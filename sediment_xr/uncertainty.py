@@ -27,7 +27,6 @@ import dask
 import numpy as np
 import xarray as xr
 
-from sediment_xr.cluster import _status
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
 from sediment_xr.model import ClusterModel
 
@@ -47,14 +46,14 @@ def _boundary_block(block, *extra, centers, margin, has_status):
     from sediment_xr._kernels import boundary_counts
 
     status = extra[0] if has_status else None
-    luts = (extra[-2], extra[-1]) if len(extra) - has_status == 2 else None
+    lut = extra[-1] if len(extra) > has_status else None
     k = len(centers)
     flat = block.reshape((-1, *block.shape[-3:]))
     out = np.zeros((flat.shape[0], k, k), dtype=np.int32)
     for i, frame in enumerate(flat):
         if status is not None and np.asarray(status).reshape(-1)[i] == FRAME_UNDECODABLE:
             continue
-        out[i] = boundary_counts(frame, centers, margin, luts)
+        out[i] = boundary_counts(frame, centers, margin, lut)
     return out.reshape((*block.shape[:-3], k, k))
 
 
@@ -81,28 +80,27 @@ def boundary_pixels(features: xr.DataArray, model: ClusterModel) -> xr.DataArray
     """
     import dask.array as da
 
-    from sediment_xr._kernels import LUT_MIN_PIXELS, build_lut, build_partner_lut
+    from sediment_xr._kernels import LUT_MIN_PIXELS, build_partner_lut
 
     centers, margin, k = model.centers_array, margin_of(model), model.n_clusters
     lazy = features.chunks is not None
     if lazy:
         features = whole(features, ("y", "x", "channel"))
     args, core = [features], [["y", "x", "channel"]]
-    status = _status(features)
+    status = features.coords["frame_status"] if "frame_status" in features.coords else None
     if status is not None:
         args.append(status)
         core.append([])
-    if features.size // 3 >= LUT_MIN_PIXELS:
-        for build, arg in ((build_lut, ()), (build_partner_lut, (margin,))):
-            if lazy:
-                task = dask.delayed(build, pure=True)(centers, *arg)
-                table = da.from_delayed(
-                    task, shape=(256**3,), dtype=np.int8, meta=np.empty(0, np.int8)
-                )
-            else:
-                table = build(centers, *arg)
-            args.append(xr.DataArray(table, dims=["color"]))
-            core.append(["color"])
+    if features.size // 3 >= LUT_MIN_PIXELS and k < 128:  # a table of every colour's pair
+        if lazy:
+            task = dask.delayed(build_partner_lut, pure=True)(centers, margin)
+            table = da.from_delayed(
+                task, shape=(256**3,), dtype=np.int16, meta=np.empty(0, np.int16)
+            )
+        else:
+            table = build_partner_lut(centers, margin)
+        args.append(xr.DataArray(table, dims=["color"]))
+        core.append(["color"])
     out = xr.apply_ufunc(
         _boundary_block,
         *args,
@@ -113,7 +111,10 @@ def boundary_pixels(features: xr.DataArray, model: ClusterModel) -> xr.DataArray
         output_dtypes=[np.int32],
         dask_gufunc_kwargs={"output_sizes": {"cluster": k, "partner": k}},
     )
-    out = out.assign_coords(cluster=np.arange(k), partner=np.arange(k))
+    out = out.assign_coords(
+        cluster=("cluster", np.arange(k), {"long_name": "cluster id (0 = darkest centre)"}),
+        partner=("partner", np.arange(k), {"long_name": "id of the cluster across the boundary"}),
+    )
     out.name = "boundary_pixels"
     out.attrs = {
         "long_name": "pixels near the boundary between two clusters",

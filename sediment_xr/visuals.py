@@ -38,6 +38,16 @@ def example_position(cube: xr.Dataset, wanted: int | None) -> int:
     return pos if not len(good) else int(good[np.argmin(np.abs(good - pos))])
 
 
+def _good_frames(
+    series: Mapping[str, xr.DataArray], quality: Sequence[str] | None, config: Config
+) -> dict[str, xr.DataArray]:
+    """The series on the frames the trends use (all, with ``quality.include_flagged``)."""
+    if quality is None or config.quality.include_flagged:
+        return dict(series)
+    good = xr.DataArray(np.asarray(quality) == "ok", dims=["time"])
+    return {name: value.where(good) for name, value in series.items()}
+
+
 def report_inputs(
     cube: xr.Dataset,
     frames: xr.DataArray,
@@ -46,6 +56,7 @@ def report_inputs(
     series: Mapping[str, xr.DataArray],
     trend: pd.DataFrame,
     clusters: Sequence[Mapping[str, Any]],
+    quality: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of :func:`sediment_xr.report.build_report` for a stored run."""
     from sediment_xr.preprocess import preprocess
@@ -75,7 +86,7 @@ def report_inputs(
         "cover": series["cover"],
         "class_cover": series.get("class_cover"),
         "trend": trend,
-        "stats": summary_statistics(xr.Dataset(dict(series))),
+        "stats": summary_statistics(xr.Dataset(_good_frames(series, quality, config))),
         "clusters": clusters,
         "example": {
             "original": original.values[0],
@@ -96,6 +107,7 @@ def report_inputs(
         },
         "config_yaml": dump_config(config),
         "versions": package_versions(),
+        "quality": None if quality is None else list(quality),
     }
 
 
@@ -123,6 +135,7 @@ def write_report_files(
     clusters: Sequence[Mapping[str, Any]],
     relabelled: bool,
     log: Any,
+    quality: Sequence[str] | None = None,
 ) -> list[str]:
     """Write what ``config.report`` asks for; returns what was (re)made.
 
@@ -149,6 +162,8 @@ def write_report_files(
     if rep.html:
         from sediment_xr.report import build_report
 
-        html = build_report(**report_inputs(cube, frames, model, config, series, trend, clusters))
+        html = build_report(
+            **report_inputs(cube, frames, model, config, series, trend, clusters, quality)
+        )
         out.write_text("report.html", html)
     return made

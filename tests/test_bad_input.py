@@ -771,7 +771,10 @@ def test_disk_full(tmp_path, capsys):
     noise = rng.integers(0, 256, size=(4, 96, 96, 3), dtype=np.uint8)  # incompressible
     video = write_video(noise, tmp_path / "noise.mkv", codec="ffv1")
     output = tmp_path / "out"
-    cfg = write_config(tmp_path, video, output, ingest=KEEP_FRAMES)
+    # Noise frames are all flagged (nothing like a scene); trends on them all keep
+    # trend_summary.txt at its full size.
+    quality = {"include_flagged": True}
+    cfg = write_config(tmp_path, video, output, ingest=KEEP_FRAMES, quality=quality)
     limit = 8 * 1024  # a frame chunk is 55 kB; trend_summary.txt about 13 kB
 
     # 1. A fresh output: the first chunk of frames does not fit.

@@ -39,7 +39,7 @@ def test_read_parquet_of_two_runs_tells_them_apart(two_runs):
     """Done-when: both runs' rows, apart by run; each run's class cover equals its cover.csv."""
     paths = [str(Path(c.output) / "cover.parquet") for c in two_runs]
     table = dd.read_parquet(paths)
-    assert list(table.columns) == ["run", "time", "frame", "kind", "name", "cover"]
+    assert list(table.columns) == ["run", "time", "frame", "kind", "name", "cover", "quality"]
     rows = table.compute()
     assert sorted(rows["run"].unique()) == ["shr_k3", "shr_k4"]
     for config in two_runs:
