@@ -595,9 +595,9 @@ def write_config(
             "frame_interval": "17h",
             "store_frames": store_frames,
         },
-        "preprocess": {"crop": {"rows": [-400, None]}, "color_space": "bgr"},
-        "cluster": {"n_clusters": 4, "sample_size": 200000, "random_state": 0},
-        "classes": {"sediment": [0, 1, 2], "mat": [3]},
+        # the default config: only the crop and the time axis (flat field, 12 clusters, a
+        # 3 x 3 median, 4 bootstrap refits, intervals and frame flags)
+        "preprocess": {"crop": {"rows": [-400, None]}},
         "dask": {"n_workers": n_workers, "threads_per_worker": 1, "memory_limit": "4GiB"},
         "report": {"html": report, "video": report},
     }
