@@ -148,8 +148,10 @@ class Illumination:
                 "fit together). Fit a new model: leave out cluster.model, or rerun with "
                 "--overwrite."
             )
+        # Rounded as model.json stores them: a model read back labels exactly as when fitted.
+        ref = np.round(ref, 2).astype(np.float32)
         if self.scene is not None:
-            scene = np.asarray(self.scene, dtype=np.float32)
+            scene = np.round(np.asarray(self.scene, dtype=np.float32), 4).astype(np.float32)
             if scene.shape != (2, *ref.shape[:2]) or not np.all(np.isfinite(scene)):
                 ok = False
             object.__setattr__(self, "scene", scene)
