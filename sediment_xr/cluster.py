@@ -431,13 +431,26 @@ def flag_attrs(n_clusters: int, names: Sequence[str] | None = None) -> dict[str,
     }
 
 
-def _median_labels(labels: np.ndarray, size: int) -> np.ndarray:
-    """A ``size`` x ``size`` median of each frame of int8 labels ``(..., y, x)``, in place."""
+def _median_labels(labels: np.ndarray, size: int, rank: np.ndarray | None = None) -> np.ndarray:
+    """A ``size`` x ``size`` median of each frame of int8 labels ``(..., y, x)``, in place.
+
+    The median is taken of the clusters' brightness ranks (``rank[i]``; by default the ids
+    are the ranks, as :func:`fit_kmeans` numbers them), so that it is a majority vote of any
+    class of neighbouring clusters in brightness whatever the ids (``cluster.reference``).
+    """
     import cv2
 
     flat = labels.reshape((-1, *labels.shape[-2:])).view(np.uint8)  # no data (-1) is 255
+    to_rank = from_rank = None
+    if rank is not None and not np.array_equal(rank, np.arange(len(rank))):
+        to_rank = np.arange(256, dtype=np.uint8)
+        to_rank[: len(rank)] = rank
+        from_rank = np.arange(256, dtype=np.uint8)
+        from_rank[np.asarray(rank)] = np.arange(len(rank), dtype=np.uint8)
     for frame in flat:
-        frame[...] = cv2.medianBlur(frame, size)
+        ranked = frame if to_rank is None else to_rank[frame]
+        smooth = cv2.medianBlur(ranked, size)
+        frame[...] = smooth if from_rank is None else from_rank[smooth]
     return labels
 
 
@@ -447,6 +460,7 @@ def _label_block(
     centers: np.ndarray,
     has_status: bool,
     median_filter: int = 0,
+    rank: np.ndarray | None = None,
 ) -> np.ndarray:
     """Kernel of :func:`label`: int8 labels ``(t, y, x)``; undecodable frames are no data.
 
@@ -459,7 +473,7 @@ def _label_block(
     lut = extra[-1] if len(extra) > has_status else None
     labels = label_frames(block, centers, lut)
     if median_filter > 1 and min(labels.shape[-2:]) >= median_filter:
-        labels = _median_labels(np.ascontiguousarray(labels), median_filter)
+        labels = _median_labels(np.ascontiguousarray(labels), median_filter, rank)
     if status is not None:
         labels[np.asarray(status) == FRAME_UNDECODABLE] = NO_DATA
     return labels
@@ -542,6 +556,7 @@ def label(features: xr.DataArray, model: ClusterModel, *, median_filter: int = 0
             "centers": centers,
             "has_status": status is not None,
             "median_filter": check.check_median_filter(median_filter),
+            "rank": np.argsort(np.argsort(_brightness(model.center_rgb), kind="stable")),
         },
         input_core_dims=core,
         output_core_dims=[["y", "x"]],

@@ -358,6 +358,12 @@ class Config(_Section):
     def _check_together(self) -> None:
         if self.classes:
             check_classes(self.classes, self.cluster.n_clusters)
+        if self.cluster.model and self.cluster.reference:
+            raise ConfigError(
+                "cluster.model and cluster.reference are both set, but a model is applied as "
+                "it is (its numbers stay). Keep cluster.model to apply it, or "
+                "cluster.reference to fit a new model numbered after it."
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data, in the file's layout."""

@@ -140,10 +140,11 @@ def check_classes(
             raise ConfigError(
                 f"{name} needs non-empty text names, but got {label!r}. {use}", settings=settings
             )
-        if label in ("time", "frame") or re.fullmatch(r"cluster_\d+", label):
+        if label in ("time", "frame", "quality") or re.fullmatch(r"cluster_\d+", label):
             raise ConfigError(
                 f"{name} needs names other than the columns of cover.csv (time, frame, "
-                f"cluster_0, cluster_1, ...), but got {label!r}. Rename it, e.g. {label}_class.",
+                f"quality, cluster_0, cluster_1, ...), but got {label!r}. Rename it, e.g. "
+                f"{label}_class.",
                 settings=settings,
             )
         if isinstance(ids, int | np.integer) and not isinstance(ids, bool):

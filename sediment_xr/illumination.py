@@ -28,6 +28,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import dask
+import dask.array as da
 import numpy as np
 import xarray as xr
 
@@ -302,7 +303,8 @@ def fit_illumination(window: xr.DataArray) -> Illumination:
         blocks = data.rechunk({1: -1, 2: -1, 3: -1}).to_delayed(optimize_graph=False).ravel()
         flags = [None] * len(blocks)
         if status is not None:
-            flags = status.rechunk((data.chunks[0],)).to_delayed(optimize_graph=False).ravel()
+            flags = da.asarray(status).rechunk((data.chunks[0],))
+            flags = flags.to_delayed(optimize_graph=False).ravel()
         parts = dask.compute(
             *[dask.delayed(_frame_light)(b, size, f) for b, f in zip(blocks, flags, strict=True)]
         )

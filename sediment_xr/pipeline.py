@@ -164,6 +164,14 @@ def features_of(window: xr.DataArray, model: ClusterModel, config: Config) -> xr
                 "(leave out cluster.model)."
             )
         light = model.illumination
+        seen = (window.sizes["y"], window.sizes["x"])
+        if tuple(light.shape) != seen:
+            raise InputError(
+                f"cluster.model {config.cluster.model} corrects the light of a "
+                f"{light.shape[0]} x {light.shape[1]} window, but the crop gives "
+                f"{seen[0]} x {seen[1]}. Set preprocess.crop (and ingest.resize) as for the "
+                "model's run, or fit a new model (leave out cluster.model)."
+            )
     return preprocess(
         window,
         illumination=light,

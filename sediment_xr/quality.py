@@ -84,7 +84,8 @@ def _measure_block(
     inv_blocks = block_means_of(1.0 / light.field(), light.block)[..., None]
     ref = np.log(np.maximum(light.reference @ _LUMA, 0.5))
     ref_spread = float(ref.std()) or 1.0
-    scenes = _scene_at(light, times) if light.scene is not None else None
+    dated = np.issubdtype(np.asarray(times).dtype, np.datetime64)
+    scenes = _scene_at(light, times) if light.scene is not None and dated else None
     for i, frame in enumerate(block):
         if status is not None and status[i] == FRAME_UNDECODABLE:
             continue

@@ -67,8 +67,8 @@ __all__ = [
 STATE_ATTR = "sediment_xr_state"
 COMPLETE_ATTR = "sediment_xr_complete"
 #: Version of the cube's layout (2: variables on the crop's grid; 3: sharded labels, per-frame
-#: series gathered from :data:`STAGING`).
-LAYOUT = 3
+#: series gathered from :data:`STAGING`; 4: boundary pixels and quality measures per frame).
+LAYOUT = 4
 #: Zarr group (in the output folder) of the per-frame variables as the chunk tasks write them.
 STAGING = ".sediment_xr/by_chunk.zarr"
 #: Variables with one value or row per frame: written per time chunk into :data:`STAGING`,

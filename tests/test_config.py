@@ -913,3 +913,13 @@ def test_a_shown_config_or_result_does_not_show_credentials():
     assert "topsecret" not in repr(Output("s3://b/run", options))
     fields = {f.name: f.repr for f in dataclasses.fields(RunResult)}
     assert fields["storage_options"] is False
+
+
+def test_model_and_reference_together_are_refused():
+    with pytest.raises(ConfigError, match=r"cluster\.model and cluster\.reference are both set"):
+        config_from_dict({**MINIMAL, "cluster": {"model": "a.json", "reference": "b.json"}})
+
+
+def test_a_class_named_like_a_column_is_refused():
+    with pytest.raises(ConfigError, match=r"names other than the columns of cover\.csv"):
+        config_from_dict({**MINIMAL, "classes": {"quality": [0], "mat": [1]}})

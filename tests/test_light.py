@@ -196,3 +196,20 @@ def test_refits_are_matched_and_measure_stability():
     assert list(match_centers(model.centers_array[order], model.centers_array)) == [1, 3, 0, 2]
     shuffled = type(model)(centers=model.centers_array[order], color_space="bgr")
     np.testing.assert_array_equal(shuffled.matched_to(model).centers_array, model.centers_array)
+
+
+def test_median_filter_follows_brightness_not_ids(window, light):
+    """Renumbered clusters (cluster.reference) are smoothed as the brightness-ordered ones."""
+    features = sx.preprocess(window.isel(time=[0, 1]), illumination=light)
+    model = sx.fit_kmeans(sx.sample_pixels(features, sample_size=20_000), n_clusters=6)
+    order = np.array([3, 0, 5, 1, 4, 2])  # new cluster i is old cluster order[i]
+    renumbered = type(model)(centers=model.centers_array[order], color_space="bgr")
+    plain = sx.label(features, model, median_filter=3).values
+    shuffled = sx.label(features, renumbered, median_filter=3).values
+    np.testing.assert_array_equal(order[shuffled], plain)
+
+
+def test_light_of_dask_frames_with_a_numpy_status(window):
+    status = xr.DataArray(np.ones(window.sizes["time"], np.int8), dims="time")
+    frames = as_dask(window, 5).assign_coords(frame_status=status)
+    assert sx.fit_illumination(frames) == sx.fit_illumination(window)

@@ -34,6 +34,7 @@ from skimage.segmentation import slic  # noqa: E402
 
 from sediment_xr._kernels import count_labels, label_frames  # noqa: E402
 from sediment_xr.cluster import fit_kmeans  # noqa: E402
+from sediment_xr.illumination import half_sample_mode  # noqa: E402
 from sediment_xr.testing import realistic_series  # noqa: E402
 
 LUMA = np.array([0.299, 0.587, 0.114], np.float32)
@@ -103,14 +104,7 @@ def make_ref2(frames, positions, fac=8):
     return {"ref": np.median(smalls, 0), "field": field, "fac": fac}
 
 
-def hsm(x):
-    x = np.sort(np.asarray(x, np.float64))
-    while len(x) > 3:
-        h = (len(x) + 1) // 2
-        w = x[h - 1 :] - x[: len(x) - h + 1]
-        i = int(np.argmin(w))
-        x = x[i : i + h]
-    return float(np.median(x))
+hsm = half_sample_mode
 
 
 def flatgain_hsm(frames, r):
