@@ -52,23 +52,11 @@ def run(request, tmp_path_factory):
     return scene, named
 
 
-#: Measured, not met: on this scene (chosen before it was measured) a cluster 70 % mat is
-#: named mat and the cover is 1.08 pp off on average, beyond its intervals (5 of 6 such
-#: scenes met both; benchmarks/accuracy.md). strict: the test fails once the gap is closed.
-KNOWN_GAP = pytest.mark.xfail(strict=True, reason="mixed cluster: 1.08 pp, intervals 11 %")
-
-
-def _gap(request, run) -> None:
-    if run[0].attrs["lamp_ageing"] > 0:
-        request.applymarker(KNOWN_GAP)
-
-
-def test_mat_cover_and_trend_match_the_planted_truth(run, request):
+def test_mat_cover_and_trend_match_the_planted_truth(run):
     scene, result = run
     good = result.cover["quality"].to_numpy() == "ok"
     true = scene["true_cover"].values
     mat = result.cover["mat"].to_numpy()
-    _gap(request, run)
     assert np.abs(mat - true)[good].mean() <= 1.0
     planted = np.polyfit(np.arange(len(true))[good], true[good], 1)[0] * 24 / 17  # per day
     fitted = result.trend.set_index("name").loc["mat"]
@@ -76,9 +64,8 @@ def test_mat_cover_and_trend_match_the_planted_truth(run, request):
     assert fitted["n"] == good.sum()  # trend.csv: n is the frames the fit used
 
 
-def test_intervals_hold_the_true_cover(run, request):
+def test_intervals_hold_the_true_cover(run):
     scene, result = run
-    _gap(request, run)
     cube = result.open()
     good = cube["frame_quality"].values == 0
     true = scene["true_cover"].values
