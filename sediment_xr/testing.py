@@ -190,7 +190,8 @@ def write_video(
             stream.pix_fmt = "bgr0"
         else:
             stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf), "g": "8"}
+            # one encoder thread: the same frames give the same bytes (x264's threads do not)
+            stream.options = {"crf": str(crf), "g": "8", "threads": "1"}
         for frame in data:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
             for packet in stream.encode(vf):
