@@ -20,7 +20,8 @@ wide. It holds what the pixels say: a cluster that is half mat and half pebbles 
 named one or the other, and that error is not in the interval. At half the resolution
 (512 x 512, smaller structures, more mixed pixels) 6 of 8 scenes were held on 90 % or more
 of their frames, and 2 were biased beyond their intervals by 0.4-0.6 pp
-(``benchmarks/accuracy.md``).
+(``benchmarks/accuracy.md``). Not calibrated yet: on two other scenes the coverage moved from
+100 % to 4 % when only the video encoder's thread count changed.
 """
 
 from __future__ import annotations
