@@ -174,17 +174,6 @@ class PreprocessConfig(_Section):
     clahe: ClaheConfig = dataclasses.field(default_factory=ClaheConfig)
     color_space: str = _key("bgr", check.check_color_space)
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`sediment_xr.preprocess` (``illumination`` by name)."""
-        return {
-            "rows": self.crop.rows,
-            "cols": self.crop.cols,
-            "illumination": self.illumination,
-            "clip_limit": self.clahe.clip_limit,
-            "tile_grid_size": self.clahe.tile_grid_size,
-            "color_space": self.color_space,
-        }
-
 
 def _model_path(value: Any, name: str) -> str | None:
     return check.check_text(value, name, "results/shr_frames/model.json")
