@@ -19,6 +19,7 @@ __all__ = [
     "build_lut",
     "build_partner_lut",
     "count_labels",
+    "half_sample_mode",
     "label_frames",
     "nearest",
     "scale_pixels",
@@ -149,26 +150,54 @@ def label_frames(
 
 
 @numba.njit(cache=True, nogil=True)
-def _block_means(frame, size, out):  # pragma: no cover - compiled
-    rows, cols = out.shape[0], out.shape[1]
-    scale = 1.0 / (size * size)
+def _half_sample_mode(values):  # pragma: no cover - compiled
+    x = np.sort(values[np.isfinite(values)])
+    if x.shape[0] == 0:
+        return 0.0
+    while x.shape[0] > 3:
+        n = x.shape[0]
+        half = (n + 1) // 2
+        start = 0
+        best = np.inf
+        for i in range(n - half + 1):  # the first narrowest run of `half` values
+            width = x[i + half - 1] - x[i]
+            if width < best:
+                best = width
+                start = i
+        x = x[start : start + half]
+    return np.median(x)
+
+
+def half_sample_mode(values: np.ndarray) -> float:
+    """The half-sample mode (Bickel) of the finite values; 0 when there are none."""
+    return float(_half_sample_mode(np.asarray(values, dtype=np.float64).ravel()))
+
+
+@numba.njit(cache=True, nogil=True)
+def _block_sums(frame, size, sums, saturation):  # pragma: no cover - compiled
+    # Row by row (contiguous reads), integer sums (exact, vectorised); the saturated
+    # pixels counted branch-free, only when asked.
+    rows, cols = sums.shape[0], sums.shape[1]
     saturated = 0
-    for by in range(rows):
+    for y in range(rows * size):
+        by = y // size
+        row = frame[y]
         for bx in range(cols):
-            s0 = 0.0
-            s1 = 0.0
-            s2 = 0.0
-            for y in range(by * size, (by + 1) * size):
-                for x in range(bx * size, (bx + 1) * size):
-                    a, b, c = frame[y, x, 0], frame[y, x, 1], frame[y, x, 2]
-                    s0 += a
-                    s1 += b
-                    s2 += c
-                    if a >= 250 or b >= 250 or c >= 250:
-                        saturated += 1
-            out[by, bx, 0] = s0 * scale
-            out[by, bx, 1] = s1 * scale
-            out[by, bx, 2] = s2 * scale
+            s0 = 0
+            s1 = 0
+            s2 = 0
+            for x in range(bx * size, (bx + 1) * size):
+                s0 += row[x, 0]
+                s1 += row[x, 1]
+                s2 += row[x, 2]
+            sums[by, bx, 0] += s0
+            sums[by, bx, 1] += s1
+            sums[by, bx, 2] += s2
+        if saturation:
+            n = 0
+            for x in range(cols * size):
+                n += max(row[x, 0], max(row[x, 1], row[x, 2])) >= 250
+            saturated += n
     return saturated
 
 
@@ -177,33 +206,41 @@ def block_means(frame: np.ndarray, size: int, saturated: bool = False):
 
     With ``saturated``, also the share of the blocks' pixels with a channel at 250 or more.
     """
-    out = np.empty((frame.shape[0] // size, frame.shape[1] // size, 3), dtype=np.float64)
-    count = _block_means(np.ascontiguousarray(frame), int(size), out)
+    size = int(size)
+    sums = np.zeros((frame.shape[0] // size, frame.shape[1] // size, 3), dtype=np.int64)
+    count = _block_sums(np.ascontiguousarray(frame), size, sums, bool(saturated))
+    out = sums * (1.0 / (size * size))
     if saturated:
         return out, count / max(out.shape[0] * out.shape[1] * size * size, 1)
     return out
 
 
 @numba.njit(cache=True, nogil=True)
-def _scale_pixels(frame, inv_field, gains, order, out):  # pragma: no cover - compiled
+def _scale_pixels(frame, inv_field, gains, reverse, out):  # pragma: no cover - compiled
+    # Channels by fixed positions and a min/max clamp: vectorised (~4x faster than an
+    # index array and branches), the same rounding.
+    g0, g1, g2 = gains[0], gains[1], gains[2]
+    o0, o2 = (2, 0) if reverse else (0, 2)
     for y in range(frame.shape[0]):
         for x in range(frame.shape[1]):
             f = inv_field[y, x]
-            for c in range(3):
-                v = frame[y, x, order[c]] * f * gains[order[c]] + 0.5
-                out[y, x, c] = 255 if v >= 255.0 else (0 if v < 0.0 else np.uint8(v))
+            v0 = frame[y, x, 0] * f * g0 + 0.5
+            v1 = frame[y, x, 1] * f * g1 + 0.5
+            v2 = frame[y, x, 2] * f * g2 + 0.5
+            out[y, x, o0] = np.uint8(min(max(v0, 0.0), 255.0))
+            out[y, x, 1] = np.uint8(min(max(v1, 0.0), 255.0))
+            out[y, x, o2] = np.uint8(min(max(v2, 0.0), 255.0))
 
 
 def scale_pixels(
     frame: np.ndarray, inv_field: np.ndarray, gains: np.ndarray, reverse: bool, out: np.ndarray
 ) -> np.ndarray:
     """``frame * inv_field * gains`` rounded into uint8 ``out``, channels reversed or not."""
-    order = np.array([2, 1, 0] if reverse else [0, 1, 2], dtype=np.int64)
     _scale_pixels(
         np.ascontiguousarray(frame),
         np.ascontiguousarray(inv_field, dtype=np.float32),
         np.asarray(gains, dtype=np.float64),
-        order,
+        bool(reverse),
         out,
     )
     return out

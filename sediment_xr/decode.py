@@ -18,7 +18,7 @@ from PIL import Image
 
 from sediment_xr._fs import is_url, open_binary, read_bytes, short
 from sediment_xr.exceptions import InputError
-from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE, fit_frame
+from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE, Window, fit_frame, in_window
 
 __all__ = [
     "av_container",
@@ -51,6 +51,7 @@ def decode_chunk(
     frame_size: tuple[int, int] | None = None,
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dask task: decode a chunk of frames, skipping undecodable ones.
 
@@ -66,12 +67,15 @@ def decode_chunk(
         ``(width, height)`` to resize each frame to.
     storage_options : mapping, optional
         fsspec options for URLs.
+    window : (row_start, row_stop, col_start, col_stop), optional
+        Keep only these rows and columns of each (resized) frame: a cropped series is
+        decoded without holding or copying the rest of the frame.
 
     Returns
     -------
     tuple of numpy.ndarray
         ``(len(wanted_pts), height, width, 3)`` uint8 RGB frames (0 where undecodable) and
-        their uint8 ``frame_status``.
+        their uint8 ``frame_status``; the window's height and width when given.
     """
     try:
         return decode_frames(
@@ -80,6 +84,7 @@ def decode_chunk(
             frame_size=frame_size,
             out_size=out_size,
             storage_options=storage_options,
+            window=window,
         )
     except av.FFmpegError as err:
         raise InputError(
@@ -97,6 +102,7 @@ def decode_frames(
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     errors: list[str] | None = None,
+    window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames with the given timestamps (0 where not decoded) and their status.
 
@@ -111,6 +117,7 @@ def decode_frames(
     frames: list[np.ndarray] = []  # the chunk's array, made at the first decoded frame
 
     def keep(pts: int, rgb: np.ndarray) -> None:
+        rgb = in_window(rgb, window)
         if not frames:
             frames.append(np.empty((len(wanted_pts), *rgb.shape), dtype=np.uint8))
         frames[0][slots[pts]] = rgb
@@ -129,6 +136,8 @@ def decode_frames(
         height, width = frame_size or (0, 0)
         if out_size is not None:
             width, height = out_size
+        if window is not None:
+            height, width = window[1] - window[0], window[3] - window[2]
         frames.append(np.empty((len(wanted_pts), height, width, 3), dtype=np.uint8))
     out = frames[0]
     out[status != FRAME_OK] = 0
@@ -186,6 +195,7 @@ def read_chunk(
     frame_size: tuple[int, int] | None = None,
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dask task: read and decode a chunk of images, skipping undecodable ones.
 
@@ -199,12 +209,15 @@ def read_chunk(
         ``(width, height)`` to resize each image to.
     storage_options : mapping, optional
         fsspec options for URLs.
+    window : (row_start, row_stop, col_start, col_stop), optional
+        Keep only these rows and columns of each (resized) image.
 
     Returns
     -------
     tuple of numpy.ndarray
         ``(len(files), height, width, 3)`` uint8 RGB images, EXIF orientation applied (0
-        where undecodable), and their uint8 ``frame_status``.
+        where undecodable), and their uint8 ``frame_status``; the window's height and width
+        when given.
     """
     if out_size is not None:
         shape = (out_size[1], out_size[0], 3)
@@ -212,10 +225,14 @@ def read_chunk(
         shape = (*frame_size, 3)
     else:
         shape = None
+    if shape is not None and window is not None:
+        shape = (window[1] - window[0], window[3] - window[2], 3)
     decoded = []
     for name in files:
         rgb = decode_image(read_bytes(name, storage_options))
-        decoded.append(None if rgb is None else fit_frame(rgb, name, frame_size, out_size))
+        if rgb is not None:
+            rgb = in_window(fit_frame(rgb, name, frame_size, out_size), window)
+        decoded.append(rgb)
     if shape is None:
         shape = next((d.shape for d in decoded if d is not None), (0, 0, 3))
     out = np.zeros((len(files), *shape), dtype=np.uint8)

@@ -12,6 +12,8 @@ task that opens its own file, so the graph holds only plain values and runs on
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import dask.array as da
@@ -28,12 +30,16 @@ __all__ = [
     "FRAME_STATUS_ATTRS",
     "FRAME_UNDECODABLE",
     "MAX_FRAME_PIXELS",
+    "Window",
     "as_source",
     "auto_chunk_frames",
     "check_pixels",
     "chunk_from_task",
+    "decoded",
+    "decoded_window",
     "fit_frame",
     "frames_array",
+    "in_window",
     "status_from_task",
     "too_many_pixels",
     "whole",
@@ -60,6 +66,12 @@ MAX_FRAME_PIXELS: int = 2**26
 AUTO_CHUNK_BYTES = 96 * 2**20
 #: Most frames in a chunk chosen by :func:`auto_chunk_frames`.
 AUTO_CHUNK_MAX_FRAMES = 32
+#: ``(row_start, row_stop, col_start, col_stop)`` of a window of a frame, in pixels.
+Window = tuple[int, int, int, int]
+#: How to decode a window of the frames of the latest opened series, by the name of their
+#: dask array (see :func:`decoded`); a few hundred at most, oldest forgotten first.
+_WINDOWED: OrderedDict[str, tuple[str, Callable[[Window | None], Any]]] = OrderedDict()
+_WINDOWED_MAX = 256
 _DIMS = ("time", "y", "x", "channel")
 _FRAME_ATTRS = {"long_name": "frame number in the input (0 = first frame)", "units": "1"}
 _Y_ATTRS = {"long_name": "pixel row in the input frame (0 = top)", "units": "1", "axis": "Y"}
@@ -140,6 +152,66 @@ def chunk_from_task(task: Any, count: int, height: int, width: int) -> da.Array:
 def status_from_task(task: Any, count: int) -> da.Array:
     """The ``frame_status`` of one chunk: item 1 of the same decode task as its pixels."""
     return da.from_delayed(task[1], shape=(count,), dtype=np.uint8, meta=np.empty((0,), np.uint8))
+
+
+def in_window(image: np.ndarray, window: Window | None) -> np.ndarray:
+    """The ``window`` of a decoded ``(y, x, channel)`` frame (a view), or the frame."""
+    if window is None:
+        return image
+    return image[window[0] : window[1], window[2] : window[3]]
+
+
+def decoded(
+    task_of: Callable[[Sequence[Any], Window | None], Any],
+    chunks: Sequence[Sequence[Any]],
+    height: int,
+    width: int,
+) -> tuple[da.Array, da.Array]:
+    """Frames and ``frame_status`` of an opener's decode tasks, one task per chunk.
+
+    ``task_of(chunk, window)`` is the delayed ``(frames, status)`` task of a chunk (all of
+    each frame when ``window`` is None). The frames are remembered by their dask name, so
+    that :func:`~sediment_xr.preprocess.crop` of these very frames builds tasks that decode
+    only its window (:func:`decoded_window`): the same pixels, without holding and copying
+    the rest of every frame.
+    """
+
+    def build(window: Window | None) -> tuple[da.Array, da.Array]:
+        h, w = (height, width)
+        if window is not None:
+            h, w = window[1] - window[0], window[3] - window[2]
+        blocks, statuses = [], []
+        for chunk in chunks:
+            task = task_of(chunk, window)
+            blocks.append(chunk_from_task(task, len(chunk), h, w))
+            statuses.append(status_from_task(task, len(chunk)))
+        return da.concatenate(blocks, axis=0), da.concatenate(statuses, axis=0)
+
+    data, status = build(None)
+    _WINDOWED[data.name] = (status.name, build)
+    while len(_WINDOWED) > _WINDOWED_MAX:
+        _WINDOWED.popitem(last=False)
+    return data, status
+
+
+def decoded_window(frames: xr.DataArray, rows: slice, cols: slice) -> xr.DataArray | None:
+    """``frames.isel(y=rows, x=cols)`` decoded window-only, if ``frames`` are an opener's own.
+
+    None when the frames were changed after opening (their dask name is not one
+    :func:`decoded` made, or their ``frame_status`` is not the same tasks'): then only
+    slicing gives the window.
+    """
+    data = frames.data
+    known = _WINDOWED.get(getattr(data, "name", None) or "")
+    status = frames.coords.get("frame_status")
+    if known is None or status is None or getattr(status.data, "name", None) != known[0]:
+        return None
+    if frames.dims != _DIMS:
+        return None
+    window = (int(rows.start), int(rows.stop), int(cols.start), int(cols.stop))
+    pixels, flags = known[1](window)
+    out = frames.isel(y=rows, x=cols).copy(data=pixels)
+    return out.assign_coords(frame_status=("time", flags, dict(status.attrs)))
 
 
 def too_many_pixels(name: str, seen: str) -> str:

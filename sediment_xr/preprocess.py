@@ -22,7 +22,7 @@ from sediment_xr import _validate as check
 from sediment_xr._provenance import append_history
 from sediment_xr._validate import COLOR_SPACES
 from sediment_xr.exceptions import InputError, setting
-from sediment_xr.frames import whole
+from sediment_xr.frames import decoded_window, whole
 
 __all__ = [
     "COLOR_SPACES",
@@ -122,12 +122,16 @@ def crop(
 
     Notes
     -----
-    Lazy: positional indexing only.
+    Lazy: positional indexing only. Frames straight from an opener (:func:`open_video`,
+    :func:`open_images`) are then decoded window-only: each chunk's task keeps just the
+    window of every frame (the same pixels as slicing, without copying the rest).
     """
     _check_frames(frames, "crop")
     ys = crop_slice(rows, frames.sizes["y"], "rows")
     xs = crop_slice(cols, frames.sizes["x"], "cols")
-    out = frames.isel(y=ys, x=xs)
+    out = decoded_window(frames, ys, xs)
+    if out is None:
+        out = frames.isel(y=ys, x=xs)
     shape = frames.attrs.get("frame_shape") or [
         int(frames["y"].values.max()) + 1,
         int(frames["x"].values.max()) + 1,

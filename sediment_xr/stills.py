@@ -19,7 +19,6 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -51,12 +50,12 @@ from sediment_xr.exceptions import (
     setting,
 )
 from sediment_xr.frames import (
+    Window,
     as_source,
     auto_chunk_frames,
     check_pixels,
-    chunk_from_task,
+    decoded,
     frames_array,
-    status_from_task,
     too_many_pixels,
 )
 from sediment_xr.timeaxis import (
@@ -171,14 +170,17 @@ def open_images(
     _first_decodable_image(files, options)
     chunk_frames = chunk_frames or auto_chunk_frames(out_w, out_h)
 
-    blocks, statuses = [], []
-    for begin in range(0, len(files), chunk_frames):
-        chunk = files[begin : begin + chunk_frames]
-        task = dask.delayed(read_chunk, pure=True, nout=2)(
-            chunk, frame_size=(height, width), out_size=out_size, storage_options=options
+    def task_of(chunk: Sequence[str], window: Window | None) -> Any:
+        return dask.delayed(read_chunk, pure=True, nout=2)(
+            chunk,
+            frame_size=(height, width),
+            out_size=out_size,
+            storage_options=options,
+            window=window,
         )
-        blocks.append(chunk_from_task(task, len(chunk), out_h, out_w))
-        statuses.append(status_from_task(task, len(chunk)))
+
+    chunks = [files[b : b + chunk_frames] for b in range(0, len(files), chunk_frames)]
+    data, status = decoded(task_of, chunks, out_h, out_w)
 
     call = call_repr(
         "sediment_xr.open_images",
@@ -196,8 +198,8 @@ def open_images(
         "history": history_line(f"{call} ({len(files)} files)"),
     }
     return frames_array(
-        da.concatenate(blocks, axis=0),
-        da.concatenate(statuses, axis=0),
+        data,
+        status,
         times,
         np.arange(len(files), dtype=np.int64),
         time_source,

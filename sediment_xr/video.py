@@ -22,7 +22,6 @@ from typing import Any
 
 import av
 import dask
-import dask.array as da
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -50,12 +49,12 @@ from sediment_xr.exceptions import (
 )
 from sediment_xr.frames import (
     FRAME_OK,
+    Window,
     as_source,
     auto_chunk_frames,
     check_pixels,
-    chunk_from_task,
+    decoded,
     frames_array,
-    status_from_task,
 )
 from sediment_xr.timeaxis import (
     TIME_EXAMPLE,
@@ -168,14 +167,18 @@ def open_video(
     check_pixels(target, out_w, out_h, "resized frames")
     chunk_frames = chunk_frames or auto_chunk_frames(out_w, out_h)
 
-    blocks, statuses = [], []
-    for begin in range(0, len(wanted), chunk_frames):
-        chunk = wanted[begin : begin + chunk_frames]
-        task = dask.delayed(decode_chunk, pure=True, nout=2)(
-            target, chunk, frame_size=(height, width), out_size=out_size, storage_options=options
+    def task_of(chunk: Sequence[int], window: Window | None) -> Any:
+        return dask.delayed(decode_chunk, pure=True, nout=2)(
+            target,
+            chunk,
+            frame_size=(height, width),
+            out_size=out_size,
+            storage_options=options,
+            window=window,
         )
-        blocks.append(chunk_from_task(task, len(chunk), out_h, out_w))
-        statuses.append(status_from_task(task, len(chunk)))
+
+    chunks = [wanted[b : b + chunk_frames] for b in range(0, len(wanted), chunk_frames)]
+    data, status = decoded(task_of, chunks, out_h, out_w)
 
     offsets = _stream_offsets_ns(wanted, probe.pts[0], probe.time_base)
     times, time_source = _video_times(target, start, interval, offsets, probe.creation_time)
@@ -196,8 +199,8 @@ def open_video(
         "history": history_line(call),
     }
     return frames_array(
-        da.concatenate(blocks, axis=0),
-        da.concatenate(statuses, axis=0),
+        data,
+        status,
         times,
         np.asarray(indices, dtype=np.int64),
         time_source,

@@ -264,6 +264,63 @@ def test_video_resize(videos, resize, size):
     np.testing.assert_array_equal(arr.values, np.stack(expected))
 
 
+@pytest.mark.parametrize("opener", ["h264", "h264_resized", "stills", "stills_resized"])
+def test_crop_decodes_only_the_window_with_the_same_pixels(videos, numbered_folder, opener):
+    """crop() of an opener's frames decodes each chunk's window only; same array as slicing."""
+    from sediment_xr.preprocess import crop
+
+    resize = (40, 30) if opener.endswith("resized") else None
+    if opener.startswith("stills"):
+        arr = open_images(
+            numbered_folder,
+            resize=resize,
+            chunk_frames=5,
+            start_time="2022-06-01",
+            frame_interval="1h",
+        )
+    else:
+        arr = open_video(videos["h264"], resize=resize, chunk_frames=6, start_time="2022-06-01")
+    window = crop(arr, rows=[-17, None], cols=[3, -2])
+    sliced = arr.isel(y=slice(arr.sizes["y"] - 17, None), x=slice(3, arr.sizes["x"] - 2))
+    # the window's own decode tasks (no slice of full frames), each the window's size
+    assert not any(key[0].startswith("getitem") for key in window.data.__dask_keys__()[0][0][0])
+    first = window.data.blocks[0]
+    assert first.compute(scheduler="sync").shape == (first.shape[0], 17, sliced.sizes["x"], 3)
+    assert window.data.name != sliced.data.name
+    assert window["frame_status"].data.name != arr["frame_status"].data.name
+    computed = window.compute(scheduler="sync")
+    xr.testing.assert_identical(
+        computed.drop_attrs(), sliced.compute(scheduler="sync").drop_attrs()
+    )
+    # frames changed after opening are only sliced: the same answer
+    shifted = crop(arr.isel(time=slice(1, None)), rows=[-17, None], cols=[3, -2])
+    xr.testing.assert_identical(
+        shifted.compute(scheduler="sync").drop_attrs(),
+        computed.isel(time=slice(1, None)).drop_attrs(),
+    )
+
+
+def test_crop_window_keeps_undecodable_frames_flagged(videos, monkeypatch):
+    """A frame missing from the stream is undecodable in the window as in the whole frame."""
+    from sediment_xr.preprocess import crop
+
+    arr = open_video(videos["ffv1"], chunk_frames=4, start_time="2022-06-01")
+    original = decode.decode_frames
+
+    def losing_frame_5(source, wanted, **kwargs):
+        out, status = original(source, wanted, **kwargs)
+        lost = [i for i, pts in enumerate(wanted) if pts == 5 * 100]
+        out[lost], status[lost] = 0, FRAME_UNDECODABLE
+        return out, status
+
+    monkeypatch.setattr(decode, "decode_frames", losing_frame_5)
+    window = crop(arr, rows=[10, 20]).compute(scheduler="sync")
+    assert window["frame_status"].values.tolist() == [
+        FRAME_UNDECODABLE if k == 5 else FRAME_OK for k in range(N_FRAMES)
+    ]
+    np.testing.assert_array_equal(window.values[6], EXPECTED[6][10:20])
+
+
 def test_graph_pickles_and_runs_in_other_processes(videos):
     arr = open_video(videos["ffv1"], chunk_frames=8, start_time="2022-06-01")
     graph = arr.data.__dask_graph__()
