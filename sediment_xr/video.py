@@ -42,6 +42,7 @@ from sediment_xr._provenance import call_repr, history_line
 from sediment_xr.decode import av_container, decode_chunk, decode_frames
 from sediment_xr.exceptions import (
     NAMED,
+    ConfigError,
     InputError,
     InputNotFoundError,
     SedimentXRError,
@@ -68,6 +69,8 @@ from sediment_xr.timeaxis import (
 __all__ = ["open_video"]
 
 _EPOCH = pd.Timestamp("1970-01-01T00:00:00")
+#: ``fps`` samples a video at most at this many times the video's own frame rate.
+MAX_FPS_FACTOR = 4
 # Frames tried from the start of the input for one that decodes, when opening.
 _FIRST_FRAME_TRIES = 16
 
@@ -161,6 +164,7 @@ def open_video(
         indices = list(range(len(probe.pts)))
     else:
         step = Fraction(fps).limit_denominator(1_000_000)
+        _check_fps_for_video(target, fps, probe.pts, probe.time_base)
         indices = _sample_indices(probe.pts, probe.time_base, step)
     wanted = [probe.pts[i] for i in indices]
     height, width = probe.frame_size
@@ -318,7 +322,7 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
         creation = {**stream.metadata, **container.metadata}.get("creation_time")
         try:
             packets = [
-                (int(packet.pts), int(packet.duration or 0))
+                (int(packet.pts), int(packet.duration or 0), packet.dts)
                 for packet in container.demux(stream)
                 if packet.pts is not None and packet.size > 0 and not packet.is_discard
             ]
@@ -328,7 +332,7 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
                 "needs a complete file. The file may be truncated: download or copy it again."
             ) from err
         declared = _declared_duration(container, stream)
-        pts = sorted({p for p, _ in packets})
+        pts = sorted({p for p, _, _ in packets})
 
     if not pts and declared:
         raise InputError(
@@ -345,13 +349,48 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
             f"{source} has a video stream without a time base; a video input needs frame "
             "timestamps. Re-mux the file, e.g. `ffmpeg -i in -c copy out.mkv`."
         )
-    _check_not_truncated(source, packets, pts, Fraction(time_base), declared)
+    _check_one_timeline(source, packets, len(pts))
+    _check_not_truncated(source, [p[:2] for p in packets], pts, Fraction(time_base), declared)
     first = _first_decodable_frame(source, pts, storage_options)
     return _VideoProbe(
         pts=pts,
         time_base=Fraction(time_base),
         frame_size=(int(first.shape[0]), int(first.shape[1])),
         creation_time=creation,
+    )
+
+
+def _check_one_timeline(
+    source: str, packets: Sequence[tuple[int, int, int | None]], distinct: int
+) -> None:
+    """Raise if the timestamps go back or repeat in file order (recordings joined by bytes).
+
+    Frames are told apart and put in order by their timestamps; two recordings joined end to
+    end (``cat a.ts b.ts > joined.ts``) start their timestamps again, so frames of the second
+    would take the places of the first's (or be sorted in among them) without a word.
+    """
+    back = next(
+        (
+            k
+            for k, ((_, _, before), (_, _, after)) in enumerate(itertools.pairwise(packets), 1)
+            if before is not None and after is not None and after < before
+        ),
+        None,
+    )
+    if back is None and distinct == len(packets):
+        return
+    if back is None:
+        first = {}
+        for k, (pts, _, _) in enumerate(packets):
+            first.setdefault(pts, k)
+        back = next(k for k, (pts, _, _) in enumerate(packets) if first[pts] != k)
+    raise InputError(
+        f"{source}: its timestamps go back or repeat at frame {back + 1} of {len(packets)} (pts "
+        f"{packets[back][0]} after {packets[back - 1][0]}), as in recordings joined end to end "
+        "(`cat a.ts b.ts`); a video input needs one timeline, or its frames cannot be put in "
+        "order. Give each recording on its own, or join them with FFmpeg's concat demuxer, "
+        "which makes the timestamps continuous: `ffmpeg -f concat -safe 0 -i list.txt -c copy "
+        "joined.mkv`."
     )
 
 
@@ -427,6 +466,28 @@ def _first_decodable_frame(
         f"{source}: none of {which} can be decoded{seen}; a video input needs decodable "
         "frames. The file is damaged or uses a codec this FFmpeg build lacks: check it with "
         "ffprobe, or re-encode it (`ffmpeg -i in -c:v libx264 out.mp4`)."
+    )
+
+
+def _check_fps_for_video(source: str, fps: float, pts: Sequence[int], time_base: Fraction) -> None:
+    """Raise if `fps` is over :data:`MAX_FPS_FACTOR` times the video's mean frame rate.
+
+    Sampling faster than the video only repeats its frames: the work (and the cube) would
+    grow with `fps` for nothing new.
+    """
+    duration = (pts[-1] - pts[0]) * time_base
+    if len(pts) < 2 or duration <= 0:
+        return
+    rate = (len(pts) - 1) / duration
+    if fps <= MAX_FPS_FACTOR * rate:
+        return
+    own = round(float(rate), 3)
+    raise ConfigError(
+        f"{setting('fps', fps)} would repeat each of the {len(pts)} frames of {source} about "
+        f"{float(fps / rate):.0f} times (the video has {own:g} frames per second); fps samples "
+        f"a video at most at {MAX_FPS_FACTOR} times its own rate, since faster only repeats "
+        f"frames. Use e.g. {setting('fps', own)}, or leave fps out to take every frame.",
+        settings=[("fps", fps), ("fps", own), ("fps", NAMED)],
     )
 
 

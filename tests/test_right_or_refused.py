@@ -9,11 +9,15 @@ and no traceback.
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import av
 import numpy as np
 import pandas as pd
 import pytest
 from test_bad_input import (
     RUN,
+    SIZE,
     assert_refused,
     frames,
     good_video,
@@ -24,6 +28,7 @@ from test_bad_input import (
 from sediment_xr.cli import main
 from sediment_xr.exceptions import ConfigError
 from sediment_xr.timeaxis import parse_frame_interval
+from sediment_xr.video import open_video
 
 
 def run(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -74,3 +79,48 @@ def test_numpy_timedelta_is_an_interval_with_a_unit():
     assert parse_frame_interval(np.timedelta64(17, "h")) == pd.Timedelta(hours=17)
     with pytest.raises(ConfigError, match=r"frame_interval needs .* at most about 292 years"):
         parse_frame_interval(np.timedelta64(10**9, "D"))
+
+
+# --------------------------------------------------------------------------------------------
+# frames
+def mpeg_ts(path: Path, images: np.ndarray) -> Path:
+    """A short MPEG-TS recording (timestamps from the start, as a camera writes each file)."""
+    with av.open(str(path), mode="w", format="mpegts") as container:
+        stream = container.add_stream("mpeg2video", rate=10)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "yuv420p"
+        for image in images:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+def test_recordings_joined_by_bytes_are_refused_not_half_dropped(tmp_path, capsys):
+    """Weakness: `cat a.ts b.ts > joined.ts` repeats the timestamps; frames were told apart
+    by them, so the second recording's frames silently took the first's places (12 frames
+    in, 6 out)."""
+    images = frames(12)
+    first = mpeg_ts(tmp_path / "a.ts", images[:6]).read_bytes()
+    second = mpeg_ts(tmp_path / "b.ts", images[6:]).read_bytes()
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(first + second)
+    cfg = write_config(tmp_path, joined)
+    code, out, err = run(["run", str(cfg)], capsys)
+    assert_refused(code, out, err, ["joined.ts", "go back or repeat", "frame 7 of 12", "concat"])
+    assert not (tmp_path / "out").exists()
+
+
+# --------------------------------------------------------------------------------------------
+# bounded work
+def test_fps_far_over_the_videos_rate_is_refused(tmp_path, capsys):
+    """Weakness: ingest.fps up to the absolute limit (1000) was taken for a 10 fps video of 6
+    frames: each frame repeated 100 times, 501 frames decoded, labelled and stored.  Up to a
+    few times the rate is still moviepy's sampling (2 x shows each frame twice)."""
+    video = good_video(tmp_path / "video.mkv")
+    frames_20 = open_video(video, fps=20, start_time="2022-06-01", frame_interval="1h")
+    assert frames_20.frame.values.tolist() == [k // 2 for k in range(11)]
+    cfg = write_config(tmp_path, video, ingest={"fps": 1000})
+    code, out, err = run(["run", str(cfg)], capsys)
+    assert_refused(
+        code, out, err, ["ingest.fps: 1000.0", "10 frames per second", "ingest.fps: 10.0"]
+    )
+    assert not (tmp_path / "out").exists()
