@@ -116,14 +116,20 @@ def decode_frames(
         frames[0][slots[pts]] = rgb
         status[slots[pts]] = FRAME_OK
 
-    # First pass: seek to the key frame at/before the first wanted frame.  If the demuxer's
-    # index is off and the seek lands after it, or a frame did not decode there (its
-    # reference frames were before the seek point), decode again from the start.
-    for seek in (True, False):
-        if (status == FRAME_OK).all():
-            break
+    # First pass: seek to the key frame at/before the first wanted frame.  Only if that
+    # did not reach a wanted frame (the seek failed, or landed after the frame: the demuxer's
+    # index is off, or the frame's references are before the key frame), decode again from
+    # the start, once.  A frame after the key frame the pass decoded from that did not decode
+    # is damaged: decoding it again from the start would give the same (with scattered damage
+    # that made every damaged chunk decode the video from its first frame).
+    landed: list[int] = []
+    _decode_pass(
+        source, storage_options, slots, status, keep, frame_size, out_size, True, errors, landed
+    )
+    missing = [pts for pts, where in slots.items() if status[where[0]] != FRAME_OK]
+    if missing and (not landed or min(missing) < landed[0]):
         _decode_pass(
-            source, storage_options, slots, status, keep, frame_size, out_size, seek, errors
+            source, storage_options, slots, status, keep, frame_size, out_size, False, errors, []
         )
     if not frames:
         height, width = frame_size or (0, 0)
@@ -145,8 +151,12 @@ def _decode_pass(
     out_size: tuple[int, int] | None,
     seek: bool,
     errors: list[str],
+    landed: list[int],
 ) -> None:
-    """Decode forward (after a key-frame seek if `seek`); ``keep(pts, rgb)`` wanted frames."""
+    """Decode forward (after a key-frame seek if `seek`); ``keep(pts, rgb)`` wanted frames.
+
+    The timestamp of the first key frame the pass decodes from is appended to `landed`.
+    """
     last = max(slots)
     with av_container(source, storage_options) as container:
         stream = container.streams.video[0]
@@ -157,6 +167,8 @@ def _decode_pass(
             except av.FFmpegError:
                 return  # input cannot seek: the caller decodes from the start instead
         for packet in container.demux(stream):
+            if not landed and packet.is_keyframe and packet.pts is not None:
+                landed.append(int(packet.pts))
             try:
                 decoded = packet.decode()
             except av.FFmpegError as err:

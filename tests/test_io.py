@@ -215,8 +215,8 @@ def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
     real_pass = decode._decode_pass
 
     def seek_lands_too_late(source, options, slots, status, keep, *args):
-        passes.append(args[-2])  # seek
-        if not args[-2]:  # the seek pass finds nothing, as if the index were wrong
+        passes.append(args[-3])  # seek
+        if not args[-3]:  # the seek pass finds nothing, as if the index were wrong
             real_pass(source, options, slots, status, keep, *args)
 
     monkeypatch.setattr(decode, "_decode_pass", seek_lands_too_late)

@@ -21,12 +21,15 @@ from test_bad_input import (
     assert_refused,
     frames,
     good_video,
+    mjpeg_video,
     write_config,
     write_png,
 )
 
 from sediment_xr.cli import main
+from sediment_xr.decode import decode_chunk
 from sediment_xr.exceptions import ConfigError
+from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE
 from sediment_xr.timeaxis import parse_frame_interval
 from sediment_xr.video import open_video
 
@@ -124,3 +127,38 @@ def test_fps_far_over_the_videos_rate_is_refused(tmp_path, capsys):
         code, out, err, ["ingest.fps: 1000.0", "10 frames per second", "ingest.fps: 10.0"]
     )
     assert not (tmp_path / "out").exists()
+
+
+class _CountingContainer:
+    """A real PyAV input container that counts the packets demuxed from it."""
+
+    def __init__(self, container, counts: list[int]) -> None:
+        self._container, self._counts = container, counts
+
+    def __getattr__(self, name):
+        return getattr(self._container, name)
+
+    def demux(self, *args, **kwargs):
+        for packet in self._container.demux(*args, **kwargs):
+            self._counts.append(packet.pts)
+            yield packet
+
+
+def test_a_damaged_frame_does_not_decode_the_video_again_from_its_start(tmp_path, monkeypatch):
+    """Weakness: a frame that did not decode made its chunk decode the whole video again from
+    frame 0 (with damage scattered over a long video, work quadratic in its length)."""
+    video = str(mjpeg_video(tmp_path / "damaged.avi", n=60, broken=(50,)))
+    with av.open(video) as container:
+        pts = [p.pts for p in container.demux(container.streams.video[0]) if p.size]
+    demuxed: list[int] = []
+    real_open = av.open
+    monkeypatch.setattr(
+        av, "open", lambda *a, **k: _CountingContainer(real_open(*a, **k), demuxed)
+    )
+    chunk = pts[48:54]
+    out, status = decode_chunk(video, chunk, frame_size=(SIZE, SIZE))
+    assert status.tolist() == [FRAME_OK, FRAME_OK, FRAME_UNDECODABLE, FRAME_OK, FRAME_OK, FRAME_OK]
+    np.testing.assert_array_equal(out[2], 0)
+    # the chunk's frames (and the packets around the seek point), not the 50 before them
+    assert len(demuxed) <= 2 * len(chunk), demuxed
+    assert min(p for p in demuxed if p is not None) >= pts[40], demuxed
