@@ -51,6 +51,7 @@ def decode_chunk(
     frame_size: tuple[int, int] | None = None,
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    turns: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dask task: decode a chunk of frames, skipping undecodable ones.
 
@@ -66,6 +67,9 @@ def decode_chunk(
         ``(width, height)`` to resize each frame to.
     storage_options : mapping, optional
         fsspec options for URLs.
+    turns : int, default 0
+        Quarter turns counter-clockwise that show each frame as the video's display matrix
+        says (applied before `frame_size` is checked and `out_size` resized to).
 
     Returns
     -------
@@ -80,6 +84,7 @@ def decode_chunk(
             frame_size=frame_size,
             out_size=out_size,
             storage_options=storage_options,
+            turns=turns,
         )
     except av.FFmpegError as err:
         raise InputError(
@@ -97,12 +102,21 @@ def decode_frames(
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     errors: list[str] | None = None,
+    turns: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames with the given timestamps (0 where not decoded) and their status.
 
+    Each frame is turned by `turns` quarter turns counter-clockwise (``np.rot90``) before
+    its size is checked against `frame_size` (as shown) or it is resized to `out_size`.
     Raises ``av.FFmpegError`` if the file cannot be opened or demuxed (errors of single
     packets are skipped, and appended to ``errors``).
     """
+    turns %= 4
+    if turns:  # the passes check the size as stored; keep() turns, then resizes
+        stored = None if frame_size is None else _turned_size(frame_size, turns)
+        shown_size, frame_size, out_size = (frame_size, out_size), stored, None
+    else:
+        shown_size = None
     errors = [] if errors is None else errors
     slots: dict[int, list[int]] = {}
     for position, pts in enumerate(wanted_pts):
@@ -111,6 +125,9 @@ def decode_frames(
     frames: list[np.ndarray] = []  # the chunk's array, made at the first decoded frame
 
     def keep(pts: int, rgb: np.ndarray) -> None:
+        if shown_size is not None:
+            where = f"{source} (frame at pts {pts})"
+            rgb = fit_frame(np.rot90(rgb, turns), where, *shown_size)
         if not frames:
             frames.append(np.empty((len(wanted_pts), *rgb.shape), dtype=np.uint8))
         frames[0][slots[pts]] = rgb
@@ -131,6 +148,8 @@ def decode_frames(
         _decode_pass(
             source, storage_options, slots, status, keep, frame_size, out_size, False, errors, []
         )
+    if shown_size is not None:
+        frame_size, out_size = shown_size
     if not frames:
         height, width = frame_size or (0, 0)
         if out_size is not None:
@@ -139,6 +158,11 @@ def decode_frames(
     out = frames[0]
     out[status != FRAME_OK] = 0
     return out, status
+
+
+def _turned_size(size: tuple[int, int], turns: int) -> tuple[int, int]:
+    """``(height, width)`` of a frame before (or after) `turns` quarter turns."""
+    return (size[1], size[0]) if turns % 2 else tuple(size)
 
 
 def _decode_pass(

@@ -1,9 +1,10 @@
 """Open a video as a lazy ``(time, y, x, channel)`` array (PyAV / FFmpeg).
 
-Opening reads the packet index of the video stream (no decoding) and decodes the first frame
-once; each chunk of frames is decoded by its own task
+Opening reads the packet index of the video stream (no decoding; timestamps that go back or
+repeat, as in recordings joined by bytes, are refused) and decodes the first frame (its display
+matrix, then its size as shown); each chunk of frames is decoded by its own task
 (:func:`sediment_xr.decode.decode_chunk`), which opens the video, seeks to the key frame at or
-before its first frame and decodes forward.
+before its first frame and decodes forward, turning each frame as the display matrix says.
 """
 
 from __future__ import annotations
@@ -124,26 +125,32 @@ def open_video(
     InputError
         If the file is empty, truncated (ends before the duration its header gives), not a
         video FFmpeg can open, has no video stream, uses a codec FFmpeg cannot decode, has
-        frames over :data:`~sediment_xr.frames.MAX_FRAME_PIXELS`, or none of its first frames
-        decodes.
+        frames over :data:`~sediment_xr.frames.MAX_FRAME_PIXELS`, timestamps that go back
+        or repeat (recordings joined by bytes), or none of its first frames decodes.
     StorageError
         If the file system or object store holding the file refuses access or times out.
     ConfigError
-        If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid.
+        If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid, or
+        `fps` is over :data:`MAX_FPS_FACTOR` times the video's frame rate.
 
     Warns
     -----
     SedimentXRWarning
-        If `start_time` is given without `frame_interval`: time is then the playback time of
+        If the display matrix mirrors the frames or turns them by other than quarter turns
+        (not applied).  If `start_time` is given without `frame_interval`: time is then the playback time of
         the video, which is not real time for a time-lapse.  If neither `start_time`,
         `frame_interval` nor the container's ``creation_time`` gives the time: time is then
         the stream time counted from 1970-01-01.
 
     Notes
     -----
-    Lazy: opening reads the packet index (no decoding) and decodes the first frame once.  A
+    Lazy: opening reads the packet index (no decoding) and decodes the first frame.  A
     frame that fails to decode is skipped (pixels 0, ``frame_status`` undecodable) and
     decoding goes on.
+
+    Frames are shown as a player shows them: a display matrix that turns them by quarter
+    turns (a phone video recorded upright) is applied, before `resize`; one that mirrors them
+    or turns them by another angle is not, with a warning.
 
     Time is, in order of preference: ``start_time + k * frame_interval`` for output frame
     ``k``; ``start_time`` + the frame's presentation time in the stream (counted from the
@@ -176,7 +183,12 @@ def open_video(
     for begin in range(0, len(wanted), chunk_frames):
         chunk = wanted[begin : begin + chunk_frames]
         task = dask.delayed(decode_chunk, pure=True, nout=2)(
-            target, chunk, frame_size=(height, width), out_size=out_size, storage_options=options
+            target,
+            chunk,
+            frame_size=(height, width),
+            out_size=out_size,
+            storage_options=options,
+            turns=probe.turns,
         )
         blocks.append(chunk_from_task(task, len(chunk), out_h, out_w))
         statuses.append(status_from_task(task, len(chunk)))
@@ -286,6 +298,7 @@ class _VideoProbe:
     time_base: Fraction
     frame_size: tuple[int, int]
     creation_time: str | None
+    turns: int
 
 
 def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
@@ -351,13 +364,48 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
         )
     _check_one_timeline(source, packets, len(pts))
     _check_not_truncated(source, [p[:2] for p in packets], pts, Fraction(time_base), declared)
-    first = _first_decodable_frame(source, pts, storage_options)
+    turns = _display_turns(source, storage_options)
+    first = _first_decodable_frame(source, pts, storage_options, turns)
     return _VideoProbe(
         pts=pts,
         time_base=Fraction(time_base),
         frame_size=(int(first.shape[0]), int(first.shape[1])),
         creation_time=creation,
+        turns=turns,
     )
+
+
+def _display_turns(source: str, storage_options: Mapping[str, Any] | None) -> int:
+    """Quarter turns counter-clockwise that show the frames as the display matrix says.
+
+    A phone held upright records its frames on their side and says in the stream's display
+    matrix (side data, the ``rotate`` tag of older tools) how to turn them; players turn
+    them, and so does the analysis.  A mirrored matrix, or one that does not turn by quarter
+    turns, is not applied: one warning says so.
+    """
+    frame = _first_frame(source, storage_options)
+    if frame is None:
+        return 0  # the first frames are checked next, with their own message
+    matrix = next((bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), b"")
+    if len(matrix) < 36:
+        return 0
+    a, b, _, c, d = np.frombuffer(matrix[:20], dtype="<i4").astype(np.int64)
+    degrees = float(frame.rotation)
+    turns = round(degrees / 90)
+    if a * d - b * c >= 0 and abs(degrees - 90 * turns) < 1:
+        return turns % 4
+    what = (
+        "mirrors the frames" if a * d - b * c < 0 else f"turns the frames by {degrees:g} degrees"
+    )
+    warnings.warn(
+        SedimentXRWarning(
+            f"{source}: its display matrix {what}, which is not applied: the frames are "
+            "analysed as stored, not as a player shows them. To analyse them as shown, "
+            "re-encode the video with FFmpeg, which applies it (`ffmpeg -i in.mp4 out.mp4`)."
+        ),
+        stacklevel=4,
+    )
+    return 0
 
 
 def _check_one_timeline(
@@ -441,17 +489,32 @@ def _check_not_truncated(
         )
 
 
+def _first_frame(source: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """The first frame of the first few packets that decodes (a PyAV frame), or None."""
+    with contextlib.suppress(av.FFmpegError), av_container(source, storage_options) as container:
+        stream = container.streams.video[0]
+        packets = itertools.islice(container.demux(stream), _FIRST_FRAME_TRIES)
+        for packet in itertools.chain(packets, [None]):  # None: flush the decoder
+            try:
+                decoded = stream.decode(packet)
+            except av.FFmpegError:
+                continue
+            if decoded:
+                return decoded[0]
+    return None
+
+
 def _first_decodable_frame(
-    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None
+    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None, turns: int
 ) -> np.ndarray:
-    """Decode the first frame; if it is damaged, the first of the next few that decodes."""
+    """Decode the first frame, as shown; if it is damaged, the first of the next few."""
     errors: list[str] = []
     for wanted in (list(pts[:1]), list(pts[1:_FIRST_FRAME_TRIES])):
         if not wanted:
             continue
         try:
             frames, status = decode_frames(
-                source, wanted, storage_options=storage_options, errors=errors
+                source, wanted, storage_options=storage_options, errors=errors, turns=turns
             )
         except av.FFmpegError as err:
             errors.append(short(err))

@@ -28,7 +28,7 @@ from test_bad_input import (
 
 from sediment_xr.cli import main
 from sediment_xr.decode import decode_chunk
-from sediment_xr.exceptions import ConfigError
+from sediment_xr.exceptions import ConfigError, SedimentXRWarning
 from sediment_xr.frames import FRAME_OK, FRAME_UNDECODABLE
 from sediment_xr.timeaxis import parse_frame_interval
 from sediment_xr.video import open_video
@@ -162,3 +162,44 @@ def test_a_damaged_frame_does_not_decode_the_video_again_from_its_start(tmp_path
     # the chunk's frames (and the packets around the seek point), not the 50 before them
     assert len(demuxed) <= 2 * len(chunk), demuxed
     assert min(p for p in demuxed if p is not None) >= pts[40], demuxed
+
+
+# --------------------------------------------------------------------------------------------
+# display rotation
+def turned_video(path: Path, images: np.ndarray, degrees: int, hflip: bool = False) -> Path:
+    """A lossless video whose display matrix turns (and maybe mirrors) its frames, as a
+    phone writes one recorded upright (``rotate=90`` in older tools)."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.height, stream.width = images.shape[1:3]
+        stream.pix_fmt = "bgr0"
+        stream.set_display_rotation(degrees, hflip=hflip)
+        for image in images:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
+        container.mux(stream.encode())
+    return path
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_a_videos_display_rotation_is_applied(tmp_path, degrees):
+    """Weakness: a phone video's display matrix was ignored: its frames were analysed on
+    their side (the crop's "bottom rows" were a side of the picture as seen)."""
+    images = frames(4, height=32, width=48)
+    video = turned_video(tmp_path / "turned.mkv", images, degrees)
+    shown = np.stack([np.rot90(image, degrees // 90) for image in images])
+    opened = open_video(video, chunk_frames=3, start_time="2022-06-01", frame_interval="1h")
+    assert opened.shape == shown.shape
+    np.testing.assert_array_equal(opened.values, shown)
+    resized = open_video(video, resize=(20, 10), start_time="2022-06-01", frame_interval="1h")
+    assert resized.shape == (4, 10, 20, 3)  # the size asked for, as shown
+
+
+def test_a_mirroring_display_matrix_is_warned_once(tmp_path):
+    """Weakness: a display matrix that mirrors the frames was ignored without a word."""
+    images = frames(3, height=32, width=48)
+    video = turned_video(tmp_path / "mirrored.mkv", images, 0, hflip=True)
+    with pytest.warns(SedimentXRWarning) as caught:
+        opened = open_video(video, start_time="2022-06-01", frame_interval="1h")
+    assert len(caught) == 1
+    assert "display matrix mirrors the frames, which is not applied" in str(caught[0].message)
+    np.testing.assert_array_equal(opened.values, images)
