@@ -9,6 +9,9 @@ and no traceback.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import av
@@ -203,3 +206,46 @@ def test_a_mirroring_display_matrix_is_warned_once(tmp_path):
     assert len(caught) == 1
     assert "display matrix mirrors the frames, which is not applied" in str(caught[0].message)
     np.testing.assert_array_equal(opened.values, images)
+
+
+# --------------------------------------------------------------------------------------------
+# special files given as small files
+def run_cli_with_timeout(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    """The command line in its own process: a hang fails the test (timeout), never blocks it."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])}
+    return subprocess.run(
+        [sys.executable, "-m", "sediment_xr.cli", *argv, *RUN],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+def test_a_fifo_or_device_as_cluster_model_is_refused_quickly(tmp_path, kind):
+    """Weakness: a FIFO as cluster.model blocked the run for ever on open, and /dev/zero was
+    read until memory ran out (guarded here by a 60 s timeout on the command line)."""
+    if kind == "fifo":
+        model = tmp_path / "model.json"
+        os.mkfifo(model)
+    else:
+        model = Path(kind)
+        if not model.exists():
+            pytest.skip("this system has no /dev/zero")
+    cfg = write_config(tmp_path, good_video(tmp_path / "video.mkv"), cluster={"model": str(model)})
+    done = run_cli_with_timeout(["run", str(cfg)], tmp_path)
+    assert_refused(
+        done.returncode, done.stdout, done.stderr, [str(model), "is not a regular file"]
+    )
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_device_as_config_is_refused_as_not_a_regular_file(tmp_path, capsys):
+    """Weakness: /dev/zero as the config file was said not to exist (it does: it is a
+    device), a message that sends the user looking for a typo."""
+    if not Path("/dev/zero").exists():
+        pytest.skip("this system has no /dev/zero")
+    code, out, err = run(["run", "/dev/zero"], capsys)
+    assert_refused(code, out, err, ["config file /dev/zero is not a regular file"])
