@@ -137,10 +137,10 @@ def open_video(
     -----
     SedimentXRWarning
         If the display matrix mirrors the frames or turns them by other than quarter turns
-        (not applied).  If `start_time` is given without `frame_interval`: time is then the playback time of
-        the video, which is not real time for a time-lapse.  If neither `start_time`,
-        `frame_interval` nor the container's ``creation_time`` gives the time: time is then
-        the stream time counted from 1970-01-01.
+        (not applied).  If `start_time` is given without `frame_interval`: time is then the
+        playback time of the video, which is not real time for a time-lapse.  If neither
+        `start_time`, `frame_interval` nor the container's ``creation_time`` gives the time:
+        time is then the stream time counted from 1970-01-01.
 
     Notes
     -----
@@ -193,8 +193,11 @@ def open_video(
         blocks.append(chunk_from_task(task, len(chunk), out_h, out_w))
         statuses.append(status_from_task(task, len(chunk)))
 
-    offsets = _stream_offsets_ns(wanted, probe.pts[0], probe.time_base)
-    times, time_source = _video_times(target, start, interval, offsets, probe.creation_time)
+    if interval is not None:  # the stream's times are not used (nor checked)
+        times, time_source = regular_times(start, interval, len(wanted)), "frame_interval"
+    else:
+        offsets = _stream_offsets_ns(target, wanted, probe.pts[0], probe.time_base)
+        times, time_source = _video_times(target, start, offsets, probe.creation_time)
     call = call_repr(
         "sediment_xr.open_video",
         source,
@@ -222,15 +225,13 @@ def open_video(
 
 
 def _video_times(
-    target: str,
-    start: pd.Timestamp | None,
-    interval: pd.Timedelta | None,
-    offsets: np.ndarray,
-    creation_time: str | None,
+    target: str, start: pd.Timestamp | None, offsets: np.ndarray, creation_time: str | None
 ) -> tuple[np.ndarray, str]:
-    """The frames' times and where they come from (see :func:`open_video`)."""
-    if interval is not None:
-        return regular_times(start, interval, len(offsets)), "frame_interval"
+    """The frames' times from stream times, and where they come from (see :func:`open_video`).
+
+    Without ``frame_interval``: from ``start_time``, else the container's creation time, else
+    1970-01-01.
+    """
     if start is not None:
         warnings.warn(
             SedimentXRWarning(
@@ -561,6 +562,21 @@ def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> l
     return [bisect.bisect_right(times, Fraction(i) / fps) - 1 for i in range(count)]
 
 
-def _stream_offsets_ns(pts: Sequence[int], pts0: int, time_base: Fraction) -> np.ndarray:
-    """Presentation times relative to the first frame, in integer nanoseconds."""
-    return np.array([round((p - pts0) * time_base * 10**9) for p in pts], dtype=np.int64)
+def _stream_offsets_ns(
+    source: str, pts: Sequence[int], pts0: int, time_base: Fraction
+) -> np.ndarray:
+    """Presentation times relative to the first frame, in integer nanoseconds.
+
+    Raises where they span more than datetime64[ns] can hold (about 292 years).
+    """
+    offsets = [round((p - pts0) * time_base * 10**9) for p in pts]
+    if offsets and max(offsets) > np.iinfo(np.int64).max:
+        years = max(offsets) / (365.25 * 86400 * 10**9)
+        raise InputError(
+            f"{source}: its stream times span {years:.3g} years, more than datetime64[ns] can "
+            "hold (about 292), so they cannot time its frames. Give the time of the first "
+            f"frame and the time between frames instead, e.g. {setting(*TIME_EXAMPLE[0])} "
+            f"and {setting(*TIME_EXAMPLE[1])}.",
+            settings=[*TIME_EXAMPLE, ("start_time", NAMED), ("frame_interval", NAMED)],
+        )
+    return np.array(offsets, dtype=np.int64)

@@ -79,6 +79,34 @@ def test_timestamps_in_names_next_to_the_limit_are_refused(tmp_path, capsys):
     assert_refused(code, out, err, ["CAM_22620405T000000_UTC.png", "1678 to 2261"])
 
 
+def far_apart_video(path: Path, images: np.ndarray, step: int) -> Path:
+    """A lossless MKV whose frames are `step` milliseconds apart in the stream."""
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("ffv1", rate=10)
+        stream.width, stream.height, stream.pix_fmt = SIZE, SIZE, "bgr0"
+        packets = []
+        for image in images:
+            packets += stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24"))
+        packets += stream.encode()
+        for k, packet in enumerate(packets):
+            packet.pts = packet.dts = k * step
+            container.mux(packet)
+    return path
+
+
+def test_stream_times_past_datetime64_are_refused_or_not_used(tmp_path, capsys):
+    """Weakness: a video whose stream times span more than datetime64[ns] holds (here 63 000
+    years) raised Python's OverflowError (a traceback), even with frame_interval, which does
+    not use them."""
+    images = frames(3)
+    video = far_apart_video(tmp_path / "far.mkv", images, 10**15)
+    timed = open_video(video, start_time="2022-06-01", frame_interval="1h")
+    np.testing.assert_array_equal(timed.values, images)
+    cfg = write_config(tmp_path, video, ingest={"frame_interval": None})
+    code, out, err = run(["run", str(cfg)], capsys)
+    assert_refused(code, out, err, ["far.mkv", "stream times span", "ingest.frame_interval"])
+
+
 def test_numpy_timedelta_is_an_interval_with_a_unit():
     """Weakness: np.timedelta64(17, 'h') was refused as "a number without unit"; and one
     too long for datetime64[ns] raised pandas' own error instead of a ConfigError."""
