@@ -32,6 +32,11 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # videos
+# Seeks further back when a seek lands after a chunk's first frame, before decoding it from
+# the start of the video.
+_SEEK_RETRIES = 2
+
+
 @contextlib.contextmanager
 def av_container(source: str, storage_options: Mapping[str, Any] | None) -> Iterator[Any]:
     """Open a PyAV input container on a local path or an fsspec URL, and close it."""
@@ -133,21 +138,41 @@ def decode_frames(
         frames[0][slots[pts]] = rgb
         status[slots[pts]] = FRAME_OK
 
-    # First pass: seek to the key frame at/before the first wanted frame.  Only if that
-    # did not reach a wanted frame (the seek failed, or landed after the frame: the demuxer's
-    # index is off, or the frame's references are before the key frame), decode again from
-    # the start, once.  A frame after the key frame the pass decoded from that did not decode
-    # is damaged: decoding it again from the start would give the same (with scattered damage
-    # that made every damaged chunk decode the video from its first frame).
-    landed: list[int] = []
-    _decode_pass(
-        source, storage_options, slots, status, keep, frame_size, out_size, True, errors, landed
-    )
-    missing = [pts for pts, where in slots.items() if status[where[0]] != FRAME_OK]
-    if missing and (not landed or min(missing) < landed[0]):
+    # Seek to the key frame at/before the first wanted frame and decode forward.  If the
+    # first key frame decoded is after a frame still missing (the seek landed late: MPEG-TS
+    # seeks land after the key frame, or the index is off, or the frame's references are
+    # before the key frame), seek again further back, at most _SEEK_RETRIES times, then
+    # decode from the start, once.  A frame after the key frame a pass decoded from that did
+    # not decode is damaged: decoding it again would give the same (each damaged chunk
+    # decoded the video from its first frame: quadratic with scattered damage).
+    def decode_from(target: int | None) -> list[int]:
+        landed: list[int] = []
         _decode_pass(
-            source, storage_options, slots, status, keep, frame_size, out_size, False, errors, []
+            source,
+            storage_options,
+            slots,
+            status,
+            keep,
+            frame_size,
+            out_size,
+            target,
+            errors,
+            landed,
         )
+        return landed
+
+    target: int | None = min(slots)
+    back = 0
+    while True:
+        landed = decode_from(target)
+        lost = [pts for pts, where in slots.items() if status[where[0]] != FRAME_OK]
+        if not lost or target is None or (landed and min(lost) >= landed[0]):
+            break
+        if landed and back < _SEEK_RETRIES:
+            back += 1
+            target = min(lost) - 2**back * (landed[0] - min(lost))
+        else:  # the seek failed, or still lands late
+            target = None
     if shown_size is not None:
         frame_size, out_size = shown_size
     if not frames:
@@ -173,21 +198,22 @@ def _decode_pass(
     keep: Any,
     frame_size: tuple[int, int] | None,
     out_size: tuple[int, int] | None,
-    seek: bool,
+    seek_to: int | None,
     errors: list[str],
     landed: list[int],
 ) -> None:
-    """Decode forward (after a key-frame seek if `seek`); ``keep(pts, rgb)`` wanted frames.
+    """Decode forward from the key frame at/before `seek_to`, or from the start if None.
 
-    The timestamp of the first key frame the pass decodes from is appended to `landed`.
+    ``keep(pts, rgb)`` takes each wanted frame.  The timestamp of the first key frame the
+    pass decodes from is appended to `landed`.
     """
     last = max(slots)
     with av_container(source, storage_options) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
-        if seek:
+        if seek_to is not None:
             try:
-                container.seek(min(slots), stream=stream, backward=True, any_frame=False)
+                container.seek(seek_to, stream=stream, backward=True, any_frame=False)
             except av.FFmpegError:
                 return  # input cannot seek: the caller decodes from the start instead
         for packet in container.demux(stream):

@@ -195,6 +195,26 @@ def test_a_damaged_frame_does_not_decode_the_video_again_from_its_start(tmp_path
     assert min(p for p in demuxed if p is not None) >= pts[40], demuxed
 
 
+def test_a_late_seek_does_not_decode_the_video_again_from_its_start(tmp_path, monkeypatch):
+    """Weakness: MPEG-TS seeks land after the key frame, so every chunk of a .ts recording
+    decoded the whole video again from frame 0 (work quadratic in its length)."""
+    images = frames(96)
+    video = str(mpeg_ts(tmp_path / "long.ts", images))
+    with av.open(video) as container:
+        pts = sorted(p.pts for p in container.demux(container.streams.video[0]) if p.size)
+    whole, _ = decode_chunk(video, pts)
+    demuxed: list[int] = []
+    real_open = av.open
+    monkeypatch.setattr(
+        av, "open", lambda *a, **k: _CountingContainer(real_open(*a, **k), demuxed)
+    )
+    out, status = decode_chunk(video, pts[80:88])
+    assert (status == FRAME_OK).all()
+    np.testing.assert_array_equal(out, whole[80:88])
+    # a few groups of pictures (12 frames each) before the chunk, not the 80 frames
+    assert min(p for p in demuxed if p is not None) >= pts[40], demuxed
+
+
 # --------------------------------------------------------------------------------------------
 # display rotation
 def turned_video(path: Path, images: np.ndarray, degrees: int, hflip: bool = False) -> Path:
