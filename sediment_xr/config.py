@@ -540,17 +540,21 @@ def load_config(
             "configs/shr_lesson.yaml."
         )
     if not p.is_file():
-        raise ConfigError(
-            f"config file {p} does not exist. Give the path of a YAML file, e.g. "
-            "configs/shr_lesson.yaml."
+        what = (
+            "is not a regular file (a FIFO, device or socket)" if p.exists() else "does not exist"
         )
-    if p.stat().st_size > _MAX_CONFIG_BYTES:
         raise ConfigError(
-            f"config file {p} is {p.stat().st_size} bytes; a config is a few lines of YAML "
-            f"(at most {_MAX_CONFIG_BYTES} bytes). Check the path."
+            f"config file {p} {what}. Give the path of a YAML file, e.g. configs/shr_lesson.yaml."
+        )
+    with p.open("rb") as handle:  # at most the limit: the file may grow after a check
+        raw = handle.read(_MAX_CONFIG_BYTES + 1)
+    if len(raw) > _MAX_CONFIG_BYTES:
+        raise ConfigError(
+            f"config file {p} holds more than {_MAX_CONFIG_BYTES} bytes; a config is a few "
+            "lines of YAML. Check the path."
         )
     try:
-        text = p.read_text(encoding="utf-8")
+        text = raw.decode("utf-8")
     except UnicodeDecodeError as err:
         raise ConfigError(f"config file {p} is not UTF-8 text. Give a YAML file.") from err
     data = _yaml.parse(text, str(p))

@@ -32,6 +32,11 @@ __all__ = [
 
 # --------------------------------------------------------------------------------------------
 # videos
+# Seeks further back when a seek lands after a chunk's first frame, before decoding it from
+# the start of the video.
+_SEEK_RETRIES = 2
+
+
 @contextlib.contextmanager
 def av_container(source: str, storage_options: Mapping[str, Any] | None) -> Iterator[Any]:
     """Open a PyAV input container on a local path or an fsspec URL, and close it."""
@@ -51,6 +56,7 @@ def decode_chunk(
     frame_size: tuple[int, int] | None = None,
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
+    turns: int = 0,
     window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Dask task: decode a chunk of frames, skipping undecodable ones.
@@ -67,9 +73,12 @@ def decode_chunk(
         ``(width, height)`` to resize each frame to.
     storage_options : mapping, optional
         fsspec options for URLs.
+    turns : int, default 0
+        Quarter turns counter-clockwise that show each frame as the video's display matrix
+        says (applied before `frame_size` is checked and `out_size` resized to).
     window : (row_start, row_stop, col_start, col_stop), optional
-        Keep only these rows and columns of each (resized) frame: a cropped series is
-        decoded without holding or copying the rest of the frame.
+        Keep only these rows and columns of each (turned, resized) frame: a cropped series
+        is decoded without holding or copying the rest of the frame.
 
     Returns
     -------
@@ -84,6 +93,7 @@ def decode_chunk(
             frame_size=frame_size,
             out_size=out_size,
             storage_options=storage_options,
+            turns=turns,
             window=window,
         )
     except av.FFmpegError as err:
@@ -102,13 +112,22 @@ def decode_frames(
     out_size: tuple[int, int] | None = None,
     storage_options: Mapping[str, Any] | None = None,
     errors: list[str] | None = None,
+    turns: int = 0,
     window: Window | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Frames with the given timestamps (0 where not decoded) and their status.
 
+    Each frame is turned by `turns` quarter turns counter-clockwise (``np.rot90``) before
+    its size is checked against `frame_size` (as shown) or it is resized to `out_size`.
     Raises ``av.FFmpegError`` if the file cannot be opened or demuxed (errors of single
     packets are skipped, and appended to ``errors``).
     """
+    turns %= 4
+    if turns:  # the passes check the size as stored; keep() turns, then resizes
+        stored = None if frame_size is None else _turned_size(frame_size, turns)
+        shown_size, frame_size, out_size = (frame_size, out_size), stored, None
+    else:
+        shown_size = None
     errors = [] if errors is None else errors
     slots: dict[int, list[int]] = {}
     for position, pts in enumerate(wanted_pts):
@@ -117,21 +136,52 @@ def decode_frames(
     frames: list[np.ndarray] = []  # the chunk's array, made at the first decoded frame
 
     def keep(pts: int, rgb: np.ndarray) -> None:
+        if shown_size is not None:
+            where = f"{source} (frame at pts {pts})"
+            rgb = fit_frame(np.rot90(rgb, turns), where, *shown_size)
         rgb = in_window(rgb, window)
         if not frames:
             frames.append(np.empty((len(wanted_pts), *rgb.shape), dtype=np.uint8))
         frames[0][slots[pts]] = rgb
         status[slots[pts]] = FRAME_OK
 
-    # First pass: seek to the key frame at/before the first wanted frame.  If the demuxer's
-    # index is off and the seek lands after it, or a frame did not decode there (its
-    # reference frames were before the seek point), decode again from the start.
-    for seek in (True, False):
-        if (status == FRAME_OK).all():
-            break
+    # Seek to the key frame at/before the first wanted frame and decode forward.  If the
+    # first key frame decoded is after a frame still missing (the seek landed late: MPEG-TS
+    # seeks land after the key frame, or the index is off, or the frame's references are
+    # before the key frame), seek again further back, at most _SEEK_RETRIES times, then
+    # decode from the start, once.  A frame after the key frame a pass decoded from that did
+    # not decode is damaged: decoding it again would give the same (each damaged chunk
+    # decoded the video from its first frame: quadratic with scattered damage).
+    def decode_from(target: int | None) -> list[int]:
+        landed: list[int] = []
         _decode_pass(
-            source, storage_options, slots, status, keep, frame_size, out_size, seek, errors
+            source,
+            storage_options,
+            slots,
+            status,
+            keep,
+            frame_size,
+            out_size,
+            target,
+            errors,
+            landed,
         )
+        return landed
+
+    target: int | None = min(slots)
+    back = 0
+    while True:
+        landed = decode_from(target)
+        lost = [pts for pts, where in slots.items() if status[where[0]] != FRAME_OK]
+        if not lost or target is None or (landed and min(lost) >= landed[0]):
+            break
+        if landed and back < _SEEK_RETRIES:
+            back += 1
+            target = min(lost) - 2**back * (landed[0] - min(lost))
+        else:  # the seek failed, or still lands late
+            target = None
+    if shown_size is not None:
+        frame_size, out_size = shown_size
     if not frames:
         height, width = frame_size or (0, 0)
         if out_size is not None:
@@ -144,6 +194,11 @@ def decode_frames(
     return out, status
 
 
+def _turned_size(size: tuple[int, int], turns: int) -> tuple[int, int]:
+    """``(height, width)`` of a frame before (or after) `turns` quarter turns."""
+    return (size[1], size[0]) if turns % 2 else tuple(size)
+
+
 def _decode_pass(
     source: str,
     storage_options: Mapping[str, Any] | None,
@@ -152,20 +207,27 @@ def _decode_pass(
     keep: Any,
     frame_size: tuple[int, int] | None,
     out_size: tuple[int, int] | None,
-    seek: bool,
+    seek_to: int | None,
     errors: list[str],
+    landed: list[int],
 ) -> None:
-    """Decode forward (after a key-frame seek if `seek`); ``keep(pts, rgb)`` wanted frames."""
+    """Decode forward from the key frame at/before `seek_to`, or from the start if None.
+
+    ``keep(pts, rgb)`` takes each wanted frame.  The timestamp of the first key frame the
+    pass decodes from is appended to `landed`.
+    """
     last = max(slots)
     with av_container(source, storage_options) as container:
         stream = container.streams.video[0]
         stream.codec_context.thread_count = 1
-        if seek:
+        if seek_to is not None:
             try:
-                container.seek(min(slots), stream=stream, backward=True, any_frame=False)
+                container.seek(seek_to, stream=stream, backward=True, any_frame=False)
             except av.FFmpegError:
                 return  # input cannot seek: the caller decodes from the start instead
         for packet in container.demux(stream):
+            if not landed and packet.is_keyframe and packet.pts is not None:
+                landed.append(int(packet.pts))
             try:
                 decoded = packet.decode()
             except av.FFmpegError as err:

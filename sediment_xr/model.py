@@ -14,7 +14,6 @@ import json
 import os
 import stat
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -276,7 +275,12 @@ class ClusterModel:
                 f"model file {source} is {size} bytes, but a model.json is a few kilobytes (at "
                 f"most {MAX_MODEL_BYTES}). Give the model.json of an earlier run."
             )
-        raw = fs.cat(fs_path) if is_url(source) else Path(source).read_bytes()
+        raw = _read_at_most(source, fs, fs_path, MAX_MODEL_BYTES + 1)
+        if len(raw) > MAX_MODEL_BYTES:  # it grew since its size was read
+            raise ModelError(
+                f"model file {source} holds more than {MAX_MODEL_BYTES} bytes, but a "
+                "model.json is a few kilobytes. Give the model.json of an earlier run."
+            )
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError as err:
@@ -315,3 +319,22 @@ class ClusterModel:
             for k in seen
             if plain(seen[k]) != plain(wanted[k])
         }
+
+
+def _read_at_most(source: str, fs: Any, fs_path: str, limit: int) -> bytes:
+    """Up to `limit` bytes of a file; a local one only if it is (still) a regular file.
+
+    Opened without blocking, so that a FIFO put in the file's place after it was checked
+    cannot hang the read, and checked again once open.
+    """
+    if is_url(source):
+        with fs.open(fs_path, "rb") as handle:
+            return handle.read(limit)
+    fd = os.open(source, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ModelError(
+                f"model file {source} is not a regular file. Give the path of the model.json "
+                "of an earlier run."
+            )
+        return handle.read(limit)

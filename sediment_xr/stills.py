@@ -61,6 +61,7 @@ from sediment_xr.frames import (
 from sediment_xr.timeaxis import (
     TIME_EXAMPLE,
     check_time_options,
+    check_times,
     offset_times,
     parse_timestamp_from_name,
     regular_times,
@@ -226,7 +227,8 @@ def _image_times(
     stamp_ns = np.array([s.value for s in stamps], dtype=np.int64)
     if start is not None:
         return offset_times(start, stamp_ns - stamp_ns[0]), "start_time+filename"
-    return stamp_ns.astype("datetime64[ns]"), "filename"
+    times = check_times(stamp_ns.astype("datetime64[ns]"), f"{files[0]} (and its series)")
+    return times, "filename"
 
 
 def _first_decodable_image(files: Sequence[str], storage_options: Mapping[str, Any]) -> None:

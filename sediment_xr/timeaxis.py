@@ -1,7 +1,10 @@
 """The time axis of a series: start times, intervals, timestamps in file names.
 
 Times are naive UTC ``datetime64[ns]``.  A time that ``datetime64[ns]`` cannot hold (before
-1677 or after 2262) is refused rather than wrapped around.
+1677 or after 2262) is refused rather than wrapped around, and so is one in the months next to
+those limits: the series' times are kept to the years 1678 to 2261 (:data:`FIRST_TIME` to
+:data:`END_TIME`), so that the analysis has room to bin and resample them (a series ending in
+April 2262 made the trend's resampling overflow).
 """
 
 from __future__ import annotations
@@ -17,8 +20,11 @@ from sediment_xr._fs import basename
 from sediment_xr.exceptions import NAMED, ConfigError, setting
 
 __all__ = [
+    "END_TIME",
+    "FIRST_TIME",
     "TIME_EXAMPLE",
     "check_time_options",
+    "check_times",
     "naive_utc",
     "offset_times",
     "parse_creation_time",
@@ -33,6 +39,11 @@ _STAMP_RE = re.compile(
     r"(?<!\d)(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})(?:[.,](\d{1,9}))?(?:Z|_UTC)?(?!\d)"
 )
 _INT64 = np.iinfo(np.int64)
+#: The earliest time of a frame (datetime64[ns] starts on 1677-09-21).
+FIRST_TIME = pd.Timestamp("1678-01-01T00:00:00")
+#: Frames are before this time (datetime64[ns] ends on 2262-04-11).
+END_TIME = pd.Timestamp("2262-01-01T00:00:00")
+_SPAN = "1678 to 2261"
 #: The settings a message suggests for a time-lapse without times.
 TIME_EXAMPLE = (("start_time", "2022-06-01"), ("frame_interval", "17h"))
 
@@ -62,7 +73,9 @@ def parse_frame_interval(
     """
     need = "a positive duration with a unit, like '1h', '17h' or '30min'"
     settings = [(name, NAMED), (name, "1h")]
-    if isinstance(value, bool | int | float | np.number) or (
+    # numpy's timedelta64 is a number type too, but it has a unit
+    number = isinstance(value, bool | int | float | np.number)
+    if (number and not isinstance(value, np.timedelta64)) or (
         isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+(\.\d*)?\s*", value)
     ):
         raise ConfigError(
@@ -71,7 +84,7 @@ def parse_frame_interval(
             settings=[(name, NAMED), (name, f"{value}h".strip())],
         )
     try:
-        interval = pd.Timedelta(value)
+        interval = pd.Timedelta(value).as_unit("ns")
     except (OverflowError, pd.errors.OutOfBoundsTimedelta, pd.errors.OutOfBoundsDatetime) as err:
         raise ConfigError(
             f"{name} needs {need} of at most about 292 years (what datetime64[ns] can hold), "
@@ -105,10 +118,13 @@ def parse_start_time(value: Any, name: str = "start_time") -> pd.Timestamp:
         stamp = pd.Timestamp(value)
         if pd.isna(stamp):
             raise ValueError("not a time")
-        return naive_utc(stamp)
+        stamp = naive_utc(stamp)
+        if not FIRST_TIME <= stamp < END_TIME:
+            raise ValueError("out of range")
+        return stamp
     except (ValueError, TypeError, OverflowError) as err:
         raise ConfigError(
-            f"{name} needs a date-time (UTC, or with a time zone) from 1678 to 2261, but got "
+            f"{name} needs a date-time (UTC, or with a time zone) from {_SPAN}, but got "
             f"{value!r}. Use e.g. {setting(name, '2022-06-01T00:00:00Z')}.",
             settings=[(name, NAMED), (name, "2022-06-01T00:00:00Z")],
         ) from err
@@ -192,20 +208,42 @@ def parse_creation_time(value: str | None) -> pd.Timestamp | None:
 
 
 def offset_times(start: pd.Timestamp, offsets_ns: np.ndarray, what: str = "") -> np.ndarray:
-    """``start`` plus integer nanosecond offsets, refused where datetime64[ns] would wrap."""
+    """``start`` plus integer nanosecond offsets, refused outside the years 1678 to 2261."""
     base = int(start.as_unit("ns").value)
     offsets = np.asarray(offsets_ns, dtype=np.int64)
     if len(offsets):
-        last = base + int(offsets.max())
         first = base + int(offsets.min())
-        if last > _INT64.max or first <= _INT64.min:
+        last = base + int(offsets.max())
+        if first < FIRST_TIME.value or last >= END_TIME.value:
             raise ConfigError(
-                f"the times of the frames{what} run past what datetime64[ns] can hold "
-                f"(1677-09-21 to 2262-04-11): {len(offsets)} frames from "
-                f"{start.isoformat()}. Check start_time and frame_interval.",
+                f"the times of the frames{what} run past what datetime64[ns] can hold with "
+                f"room for the analysis (the years {_SPAN}): {len(offsets)} frames from "
+                f"{start.isoformat()}{_ending(last)}. Check start_time and frame_interval.",
                 settings=[("start_time", NAMED), ("frame_interval", NAMED)],
             )
     return np.datetime64(base, "ns") + offsets.astype("timedelta64[ns]")
+
+
+def check_times(times: np.ndarray, what: str) -> np.ndarray:
+    """Times (``datetime64[ns]``) refused unless all are in the years 1678 to 2261."""
+    values = np.asarray(times, dtype="datetime64[ns]").astype(np.int64)
+    if len(values) and (values.min() < FIRST_TIME.value or values.max() >= END_TIME.value):
+        outside = values[(values < FIRST_TIME.value) | (values >= END_TIME.value)][0]
+        raise ConfigError(
+            f"{what} gives times outside the years {_SPAN} (e.g. "
+            f"{pd.Timestamp(int(outside)).isoformat()}), which datetime64[ns] cannot hold with "
+            "room for the analysis. Give start_time and frame_interval instead, e.g. "
+            f"{setting(*TIME_EXAMPLE[0])} and {setting(*TIME_EXAMPLE[1])}.",
+            settings=[*TIME_EXAMPLE, ("start_time", NAMED), ("frame_interval", NAMED)],
+        )
+    return times
+
+
+def _ending(last_ns: int) -> str:
+    """``", the last at <time>"`` where datetime64[ns] can show it, else ``""``."""
+    if last_ns > _INT64.max:
+        return ""
+    return f", the last at {pd.Timestamp(last_ns).isoformat()}"
 
 
 def regular_times(start: pd.Timestamp, interval: pd.Timedelta, count: int) -> np.ndarray:
@@ -213,8 +251,8 @@ def regular_times(start: pd.Timestamp, interval: pd.Timedelta, count: int) -> np
     step = int(interval.as_unit("ns").value)
     if count and step * (count - 1) > _INT64.max:
         raise ConfigError(
-            f"the times of the frames run past what datetime64[ns] can hold (1677-09-21 to "
-            f"2262-04-11): {count} frames {interval} apart from {start.isoformat()}. Check "
+            f"the times of the frames run past what datetime64[ns] can hold (the years "
+            f"{_SPAN}): {count} frames {interval} apart from {start.isoformat()}. Check "
             "start_time and frame_interval.",
             settings=[("start_time", NAMED), ("frame_interval", NAMED)],
         )

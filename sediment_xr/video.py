@@ -1,9 +1,10 @@
 """Open a video as a lazy ``(time, y, x, channel)`` array (PyAV / FFmpeg).
 
-Opening reads the packet index of the video stream (no decoding) and decodes the first frame
-once; each chunk of frames is decoded by its own task
+Opening reads the packet index of the video stream (no decoding; timestamps that go back or
+repeat, as in recordings joined by bytes, are refused) and decodes the first frame (its display
+matrix, then its size as shown); each chunk of frames is decoded by its own task
 (:func:`sediment_xr.decode.decode_chunk`), which opens the video, seeks to the key frame at or
-before its first frame and decodes forward.
+before its first frame and decodes forward, turning each frame as the display matrix says.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from sediment_xr._provenance import call_repr, history_line
 from sediment_xr.decode import av_container, decode_chunk, decode_frames
 from sediment_xr.exceptions import (
     NAMED,
+    ConfigError,
     InputError,
     InputNotFoundError,
     SedimentXRError,
@@ -67,6 +69,8 @@ from sediment_xr.timeaxis import (
 __all__ = ["open_video"]
 
 _EPOCH = pd.Timestamp("1970-01-01T00:00:00")
+#: ``fps`` samples a video at most at this many times the video's own frame rate.
+MAX_FPS_FACTOR = 4
 # Frames tried from the start of the input for one that decodes, when opening.
 _FIRST_FRAME_TRIES = 16
 
@@ -120,26 +124,32 @@ def open_video(
     InputError
         If the file is empty, truncated (ends before the duration its header gives), not a
         video FFmpeg can open, has no video stream, uses a codec FFmpeg cannot decode, has
-        frames over :data:`~sediment_xr.frames.MAX_FRAME_PIXELS`, or none of its first frames
-        decodes.
+        frames over :data:`~sediment_xr.frames.MAX_FRAME_PIXELS`, timestamps that go back
+        or repeat (recordings joined by bytes), or none of its first frames decodes.
     StorageError
         If the file system or object store holding the file refuses access or times out.
     ConfigError
-        If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid.
+        If `fps`, `resize`, `chunk_frames`, `start_time` or `frame_interval` is invalid, or
+        `fps` is over :data:`MAX_FPS_FACTOR` times the video's frame rate.
 
     Warns
     -----
     SedimentXRWarning
-        If `start_time` is given without `frame_interval`: time is then the playback time of
-        the video, which is not real time for a time-lapse.  If neither `start_time`,
-        `frame_interval` nor the container's ``creation_time`` gives the time: time is then
-        the stream time counted from 1970-01-01.
+        If the display matrix mirrors the frames or turns them by other than quarter turns
+        (not applied).  If `start_time` is given without `frame_interval`: time is then the
+        playback time of the video, which is not real time for a time-lapse.  If neither
+        `start_time`, `frame_interval` nor the container's ``creation_time`` gives the time:
+        time is then the stream time counted from 1970-01-01.
 
     Notes
     -----
-    Lazy: opening reads the packet index (no decoding) and decodes the first frame once.  A
+    Lazy: opening reads the packet index (no decoding) and decodes the first frame.  A
     frame that fails to decode is skipped (pixels 0, ``frame_status`` undecodable) and
     decoding goes on.
+
+    Frames are shown as a player shows them: a display matrix that turns them by quarter
+    turns (a phone video recorded upright) is applied, before `resize`; one that mirrors them
+    or turns them by another angle is not, with a warning.
 
     Time is, in order of preference: ``start_time + k * frame_interval`` for output frame
     ``k``; ``start_time`` + the frame's presentation time in the stream (counted from the
@@ -160,6 +170,7 @@ def open_video(
         indices = list(range(len(probe.pts)))
     else:
         step = Fraction(fps).limit_denominator(1_000_000)
+        _check_fps_for_video(target, fps, probe.pts, probe.time_base)
         indices = _sample_indices(probe.pts, probe.time_base, step)
     wanted = [probe.pts[i] for i in indices]
     height, width = probe.frame_size
@@ -174,14 +185,18 @@ def open_video(
             frame_size=(height, width),
             out_size=out_size,
             storage_options=options,
+            turns=probe.turns,
             window=window,
         )
 
     chunks = [wanted[b : b + chunk_frames] for b in range(0, len(wanted), chunk_frames)]
     data, status = decoded(task_of, chunks, out_h, out_w)
 
-    offsets = _stream_offsets_ns(wanted, probe.pts[0], probe.time_base)
-    times, time_source = _video_times(target, start, interval, offsets, probe.creation_time)
+    if interval is not None:  # the stream's times are not used (nor checked)
+        times, time_source = regular_times(start, interval, len(wanted)), "frame_interval"
+    else:
+        offsets = _stream_offsets_ns(target, wanted, probe.pts[0], probe.time_base)
+        times, time_source = _video_times(target, start, offsets, probe.creation_time)
     call = call_repr(
         "sediment_xr.open_video",
         source,
@@ -209,15 +224,13 @@ def open_video(
 
 
 def _video_times(
-    target: str,
-    start: pd.Timestamp | None,
-    interval: pd.Timedelta | None,
-    offsets: np.ndarray,
-    creation_time: str | None,
+    target: str, start: pd.Timestamp | None, offsets: np.ndarray, creation_time: str | None
 ) -> tuple[np.ndarray, str]:
-    """The frames' times and where they come from (see :func:`open_video`)."""
-    if interval is not None:
-        return regular_times(start, interval, len(offsets)), "frame_interval"
+    """The frames' times from stream times, and where they come from (see :func:`open_video`).
+
+    Without ``frame_interval``: from ``start_time``, else the container's creation time, else
+    1970-01-01.
+    """
     if start is not None:
         warnings.warn(
             SedimentXRWarning(
@@ -285,6 +298,7 @@ class _VideoProbe:
     time_base: Fraction
     frame_size: tuple[int, int]
     creation_time: str | None
+    turns: int
 
 
 def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
@@ -321,7 +335,7 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
         creation = {**stream.metadata, **container.metadata}.get("creation_time")
         try:
             packets = [
-                (int(packet.pts), int(packet.duration or 0))
+                (int(packet.pts), int(packet.duration or 0), packet.dts)
                 for packet in container.demux(stream)
                 if packet.pts is not None and packet.size > 0 and not packet.is_discard
             ]
@@ -331,7 +345,7 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
                 "needs a complete file. The file may be truncated: download or copy it again."
             ) from err
         declared = _declared_duration(container, stream)
-        pts = sorted({p for p, _ in packets})
+        pts = sorted({p for p, _, _ in packets})
 
     if not pts and declared:
         raise InputError(
@@ -348,13 +362,83 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
             f"{source} has a video stream without a time base; a video input needs frame "
             "timestamps. Re-mux the file, e.g. `ffmpeg -i in -c copy out.mkv`."
         )
-    _check_not_truncated(source, packets, pts, Fraction(time_base), declared)
-    first = _first_decodable_frame(source, pts, storage_options)
+    _check_one_timeline(source, packets, len(pts))
+    _check_not_truncated(source, [p[:2] for p in packets], pts, Fraction(time_base), declared)
+    turns = _display_turns(source, storage_options)
+    first = _first_decodable_frame(source, pts, storage_options, turns)
     return _VideoProbe(
         pts=pts,
         time_base=Fraction(time_base),
         frame_size=(int(first.shape[0]), int(first.shape[1])),
         creation_time=creation,
+        turns=turns,
+    )
+
+
+def _display_turns(source: str, storage_options: Mapping[str, Any] | None) -> int:
+    """Quarter turns counter-clockwise that show the frames as the display matrix says.
+
+    A phone held upright records its frames on their side and says in the stream's display
+    matrix (side data, the ``rotate`` tag of older tools) how to turn them; players turn
+    them, and so does the analysis.  A mirrored matrix, or one that does not turn by quarter
+    turns, is not applied: one warning says so.
+    """
+    frame = _first_frame(source, storage_options)
+    if frame is None:
+        return 0  # the first frames are checked next, with their own message
+    matrix = next((bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), b"")
+    if len(matrix) < 36:
+        return 0
+    a, b, _, c, d = np.frombuffer(matrix[:20], dtype="<i4").astype(np.int64)
+    degrees = float(frame.rotation)
+    turns = round(degrees / 90)
+    if a * d - b * c >= 0 and abs(degrees - 90 * turns) < 1:
+        return turns % 4
+    what = (
+        "mirrors the frames" if a * d - b * c < 0 else f"turns the frames by {degrees:g} degrees"
+    )
+    warnings.warn(
+        SedimentXRWarning(
+            f"{source}: its display matrix {what}, which is not applied: the frames are "
+            "analysed as stored, not as a player shows them. To analyse them as shown, "
+            "re-encode the video with FFmpeg, which applies it (`ffmpeg -i in.mp4 out.mp4`)."
+        ),
+        stacklevel=4,
+    )
+    return 0
+
+
+def _check_one_timeline(
+    source: str, packets: Sequence[tuple[int, int, int | None]], distinct: int
+) -> None:
+    """Raise if the timestamps go back or repeat in file order (recordings joined by bytes).
+
+    Frames are told apart and put in order by their timestamps; two recordings joined end to
+    end (``cat a.ts b.ts > joined.ts``) start their timestamps again, so frames of the second
+    would take the places of the first's (or be sorted in among them) without a word.
+    """
+    back = next(
+        (
+            k
+            for k, ((_, _, before), (_, _, after)) in enumerate(itertools.pairwise(packets), 1)
+            if before is not None and after is not None and after < before
+        ),
+        None,
+    )
+    if back is None and distinct == len(packets):
+        return
+    if back is None:
+        first = {}
+        for k, (pts, _, _) in enumerate(packets):
+            first.setdefault(pts, k)
+        back = next(k for k, (pts, _, _) in enumerate(packets) if first[pts] != k)
+    raise InputError(
+        f"{source}: its timestamps go back or repeat at frame {back + 1} of {len(packets)} (pts "
+        f"{packets[back][0]} after {packets[back - 1][0]}), as in recordings joined end to end "
+        "(`cat a.ts b.ts`); a video input needs one timeline, or its frames cannot be put in "
+        "order. Give each recording on its own, or join them with FFmpeg's concat demuxer, "
+        "which makes the timestamps continuous: `ffmpeg -f concat -safe 0 -i list.txt -c copy "
+        "joined.mkv`."
     )
 
 
@@ -405,17 +489,32 @@ def _check_not_truncated(
         )
 
 
+def _first_frame(source: str, storage_options: Mapping[str, Any] | None) -> Any:
+    """The first frame of the first few packets that decodes (a PyAV frame), or None."""
+    with contextlib.suppress(av.FFmpegError), av_container(source, storage_options) as container:
+        stream = container.streams.video[0]
+        packets = itertools.islice(container.demux(stream), _FIRST_FRAME_TRIES)
+        for packet in itertools.chain(packets, [None]):  # None: flush the decoder
+            try:
+                decoded = stream.decode(packet)
+            except av.FFmpegError:
+                continue
+            if decoded:
+                return decoded[0]
+    return None
+
+
 def _first_decodable_frame(
-    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None
+    source: str, pts: Sequence[int], storage_options: Mapping[str, Any] | None, turns: int
 ) -> np.ndarray:
-    """Decode the first frame; if it is damaged, the first of the next few that decodes."""
+    """Decode the first frame, as shown; if it is damaged, the first of the next few."""
     errors: list[str] = []
     for wanted in (list(pts[:1]), list(pts[1:_FIRST_FRAME_TRIES])):
         if not wanted:
             continue
         try:
             frames, status = decode_frames(
-                source, wanted, storage_options=storage_options, errors=errors
+                source, wanted, storage_options=storage_options, errors=errors, turns=turns
             )
         except av.FFmpegError as err:
             errors.append(short(err))
@@ -433,6 +532,28 @@ def _first_decodable_frame(
     )
 
 
+def _check_fps_for_video(source: str, fps: float, pts: Sequence[int], time_base: Fraction) -> None:
+    """Raise if `fps` is over :data:`MAX_FPS_FACTOR` times the video's mean frame rate.
+
+    Sampling faster than the video only repeats its frames: the work (and the cube) would
+    grow with `fps` for nothing new.
+    """
+    duration = (pts[-1] - pts[0]) * time_base
+    if len(pts) < 2 or duration <= 0:
+        return
+    rate = (len(pts) - 1) / duration
+    if fps <= MAX_FPS_FACTOR * rate:
+        return
+    own = round(float(rate), 3)
+    raise ConfigError(
+        f"{setting('fps', fps)} would repeat each of the {len(pts)} frames of {source} about "
+        f"{float(fps / rate):.0f} times (the video has {own:g} frames per second); fps samples "
+        f"a video at most at {MAX_FPS_FACTOR} times its own rate, since faster only repeats "
+        f"frames. Use e.g. {setting('fps', own)}, or leave fps out to take every frame.",
+        settings=[("fps", fps), ("fps", own), ("fps", NAMED)],
+    )
+
+
 def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> list[int]:
     """Indices of the frames shown at times ``i / fps`` (moviepy ``iter_frames`` sampling)."""
     times = [(p - pts[0]) * time_base for p in pts]
@@ -440,6 +561,21 @@ def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> l
     return [bisect.bisect_right(times, Fraction(i) / fps) - 1 for i in range(count)]
 
 
-def _stream_offsets_ns(pts: Sequence[int], pts0: int, time_base: Fraction) -> np.ndarray:
-    """Presentation times relative to the first frame, in integer nanoseconds."""
-    return np.array([round((p - pts0) * time_base * 10**9) for p in pts], dtype=np.int64)
+def _stream_offsets_ns(
+    source: str, pts: Sequence[int], pts0: int, time_base: Fraction
+) -> np.ndarray:
+    """Presentation times relative to the first frame, in integer nanoseconds.
+
+    Raises where they span more than datetime64[ns] can hold (about 292 years).
+    """
+    offsets = [round((p - pts0) * time_base * 10**9) for p in pts]
+    if offsets and max(offsets) > np.iinfo(np.int64).max:
+        years = max(offsets) / (365.25 * 86400 * 10**9)
+        raise InputError(
+            f"{source}: its stream times span {years:.3g} years, more than datetime64[ns] can "
+            "hold (about 292), so they cannot time its frames. Give the time of the first "
+            f"frame and the time between frames instead, e.g. {setting(*TIME_EXAMPLE[0])} "
+            f"and {setting(*TIME_EXAMPLE[1])}.",
+            settings=[*TIME_EXAMPLE, ("start_time", NAMED), ("frame_interval", NAMED)],
+        )
+    return np.array(offsets, dtype=np.int64)
