@@ -97,7 +97,7 @@ TABLE_FILES = (
 #: Files the ``report`` section asks for.
 REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
 #: Every file of the output folder a run writes (and the only ones it ever replaces); the
-#: last is the video's name while it is written.
+#: last is the name earlier versions wrote the video under (a leftover is removed).
 OUTPUT_FILES = (
     "cube.zarr",
     STAGING,
