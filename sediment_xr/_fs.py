@@ -12,6 +12,7 @@ import json
 import os
 import posixpath
 import re
+import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
@@ -22,6 +23,7 @@ from sediment_xr.exceptions import (
     NAMED,
     ConfigError,
     InputError,
+    OutputError,
     SedimentXRError,
     StorageError,
     setting,
@@ -31,30 +33,51 @@ __all__ = [
     "OBJECT_STORES",
     "basename",
     "check_storage_options",
+    "exclusive_temp",
     "file_size",
     "files_signature",
     "has_glob",
+    "inside_folder",
     "is_url",
     "local_or_url",
+    "local_path",
     "missing_bucket",
     "open_binary",
     "parent",
     "read_bytes",
+    "refuse_outside_link",
     "short",
     "storage_error",
     "storage_errors",
     "url_to_fs",
     "without_query",
+    "write_inside",
 ]
 
 #: URL protocols of object stores (buckets, no real folders).
 OBJECT_STORES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "oss")
 _URL_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]*://")
+#: ``file://`` and ``local://``: URLs of the local file system, taken as the paths they name.
+_LOCAL_RE = re.compile(r"^(?:file|local)://", re.IGNORECASE)
 
 
 def is_url(source: str) -> bool:
     """Whether ``source`` is an fsspec URL (``protocol://...``) rather than a local path."""
     return bool(_URL_RE.match(source))
+
+
+def local_path(source: str) -> str:
+    """A ``file://`` or ``local://`` URL as the local path it names; anything else unchanged.
+
+    Such a URL gets every protection of a local path (links, the exclusive lock, the input
+    inside the output) only as a path, so it is made one where inputs and outputs are parsed.
+    """
+    if not _LOCAL_RE.match(source):
+        return source
+    path = _LOCAL_RE.sub("", source, count=1)
+    if re.match(r"^/[A-Za-z]:[/\\]", path):  # file:///C:/data on Windows
+        path = path[1:]
+    return path or "."
 
 
 def local_or_url(source: str) -> str:
@@ -262,3 +285,87 @@ def without_query(url: str | None) -> str | None:
     if url is None or not url.lower().startswith(("http://", "https://")):
         return url
     return url.split("?", 1)[0].split("#", 1)[0]
+
+
+def inside_folder(root: str, name: str) -> str:
+    """The real path a run writes for ``name`` under the local folder ``root``, checked.
+
+    The folders on the way are resolved (links followed); the file's own name is not, so a
+    link planted at that name is replaced by the file, never written through.
+
+    Parameters
+    ----------
+    root : str
+        The output folder (local path).
+    name : str
+        A file of it, relative (``report.html``, ``segmented/frame_000001.png``).
+
+    Returns
+    -------
+    str
+        The resolved folder joined with the file's name.
+
+    Raises
+    ------
+    OutputError
+        When a link on the way leads out of the output folder.
+    """
+    path = os.path.join(root, name)
+    folder = refuse_outside_link(root, os.path.dirname(path))
+    return os.path.join(folder, os.path.basename(path))
+
+
+def refuse_outside_link(root: str, path: str) -> str:
+    """The real path of ``path`` (links followed); OutputError when it is outside ``root``."""
+    real_root = os.path.realpath(root)
+    real = os.path.realpath(path)
+    if real != real_root and not real.startswith(real_root.rstrip(os.sep) + os.sep):
+        raise OutputError(
+            f"output {root} holds {os.path.relpath(path, root)}, which leads through a "
+            f"symbolic link to {real} outside the output folder, and sediment-xr writes only "
+            "inside its output folder. Remove the link, or give the folder it points to as "
+            "output."
+        )
+    return real
+
+
+def exclusive_temp(final: str, suffix: str = "") -> tuple[int, str]:
+    """Create a new file with an unpredictable name beside ``final``, for writing.
+
+    Created with ``O_CREAT | O_EXCL`` (and ``O_NOFOLLOW`` where there is one), so it is never
+    a file or link that was there before. Returns its descriptor and path (ending with
+    ``suffix``, e.g. ``.mp4`` for writers that pick the format by name); rename it onto
+    ``final`` when it is complete.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    folder, base = os.path.split(final)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".{base}.{secrets.token_hex(8)}.partial{suffix}")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free temporary name beside {final}")  # pragma: no cover
+
+
+def write_inside(root: str, name: str, data: bytes) -> None:
+    """Write a file of a local output folder in one piece, never outside it.
+
+    The bytes go to a new file of unpredictable name in the same folder
+    (:func:`exclusive_temp`), which is then renamed onto the file's name: a reader sees the
+    old file or the new one, a failed write (a full disk) leaves the old one, and a link at
+    the name is replaced, not followed. Folders on the way are checked with
+    :func:`inside_folder` before any is created.
+    """
+    final = inside_folder(root, name)
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    fd, tmp = exclusive_temp(final)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, final)
+    except BaseException:  # e.g. disk full: the old file stays, and no partial one
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise

@@ -21,7 +21,7 @@ from typing import Any
 
 from sediment_xr import _validate as check
 from sediment_xr import _yaml
-from sediment_xr._fs import check_storage_options, is_url
+from sediment_xr._fs import check_storage_options, is_url, local_path
 from sediment_xr._yaml import apply_overrides
 from sediment_xr.coverage import check_classes
 from sediment_xr.exceptions import ConfigError, setting
@@ -299,7 +299,7 @@ def _path(value: Any, name: str) -> str:
         raise check.bad_value(
             name, "a path or URL", value, example, fix=f"Add e.g. {setting(name, example)}."
         )
-    return value
+    return local_path(value)  # file:// and local:// are local paths, with their protections
 
 
 def _classes(value: Any, name: str) -> dict[str, tuple[int, ...]] | None:

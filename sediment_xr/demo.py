@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from sediment_xr._fs import exclusive_temp
 from sediment_xr.config import Config, CropConfig, DaskConfig, IngestConfig, PreprocessConfig
 
 #: How the demo sample is made (see :func:`sediment_xr.testing.realistic_series`).
@@ -69,8 +70,14 @@ def _make_sample(inputs: Path, n_frames: int) -> tuple[Path, Path]:
     series = realistic_series(
         n_frames, start_time=DEMO_START, frame_interval=DEMO_INTERVAL, **DEMO_SCENE
     )
-    partial = video.with_suffix(".partial.mp4")
-    write_video(series["frames"], partial, codec="libx264", fps=10, crf=18)
+    # a new file of unpredictable name, never a link planted at a known one
+    fd, partial = exclusive_temp(str(video), suffix=".mp4")
+    os.close(fd)
+    try:
+        write_video(series["frames"], partial, codec="libx264", fps=10, crf=18)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
     np.savez_compressed(masks, mask=series["mask"].values)
     pd.DataFrame(
         {
@@ -80,7 +87,7 @@ def _make_sample(inputs: Path, n_frames: int) -> tuple[Path, Path]:
             "event": series["event"].values,
         }
     ).to_csv(truth_csv, index=False, float_format="%.6f")
-    partial.replace(video)  # last: a sample is complete when its video exists
+    os.replace(partial, video)  # last: a sample is complete when its video exists
     return video, truth_csv
 
 

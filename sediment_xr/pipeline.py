@@ -299,6 +299,7 @@ def run(
                 f"output {config.output} already holds {', '.join(foreign)}, not written by a "
                 "sediment_xr run there. Choose an empty or new output folder."
             )
+    out.refuse_outside_links()  # zarr and the run write there: never through a link out
     say = progress_logger(progress)
     with OutputLock(out) as lock:
         if lock.taken_over:

@@ -5,13 +5,16 @@ Painting reads the stored labels; nothing is clustered again.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import xarray as xr
+
+from sediment_xr._fs import exclusive_temp, is_url, local_path
 
 __all__ = ["overlay", "paint", "write_segmented_pngs", "write_segmented_video"]
 
@@ -89,41 +92,30 @@ def _pad_even(frame: np.ndarray) -> np.ndarray:
     return np.pad(frame, pad) if any(p[1] for p in pad) else frame
 
 
-def write_segmented_video(
+#: Container formats of the segmented video by file suffix (others: MP4).
+_FORMATS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".avi": "avi"}
+
+
+def _encode(
+    handle: Any,
     labels: xr.DataArray,
-    colors: np.ndarray,
-    path: str | os.PathLike[str],
+    palette: np.ndarray,
     *,
-    fps: int = 10,
-    crf: int = 20,
-    preset: str = "veryfast",
-    storage_options: dict | None = None,
+    container_format: str,
+    fps: int,
+    crf: int,
+    preset: str,
 ) -> int:
-    """Write every frame of labels ``(time, y, x)``, painted, as an H.264 video (PyAV).
-
-    Chunks of labels are read one at a time, so memory stays at one chunk. H.264 needs even
-    sizes: an odd window gets one black row or column. ``path`` may be an fsspec URL (the
-    video is written locally, then copied).
-
-    Returns
-    -------
-    int
-        Number of frames written (one per label frame).
-    """
+    """Paint and encode every label frame as H.264 into an open binary file; the count."""
     import av
 
     height, width = (
         labels.sizes["y"] + labels.sizes["y"] % 2,
         labels.sizes["x"] + labels.sizes["x"] % 2,
     )
-    palette = _palette(np.asarray(colors), (0, 0, 0))
-    target = os.fspath(path)
-    remote = "://" in target
-    tmpdir = tempfile.mkdtemp(prefix="sediment_xr_") if remote else None
-    local = os.path.join(tmpdir, "segmented.mp4") if remote else target + ".partial.mp4"
     chunks = labels.chunks[0] if labels.chunks is not None else (labels.sizes["time"],)
     count = 0
-    with av.open(local, mode="w") as container:
+    with av.open(handle, mode="w", format=container_format) as container:
         stream = container.add_stream("libx264", rate=fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         # x264's default preset (medium) spent ~19 ms per 1024 x 400 frame here, serially in
@@ -138,15 +130,62 @@ def write_segmented_video(
                 container.mux(stream.encode(vf))
                 count += 1
         container.mux(stream.encode())
-    if remote:
-        import fsspec
+    return count
 
+
+def write_segmented_video(
+    labels: xr.DataArray,
+    colors: np.ndarray,
+    path: str | os.PathLike[str],
+    *,
+    fps: int = 10,
+    crf: int = 20,
+    preset: str = "veryfast",
+    storage_options: dict | None = None,
+) -> int:
+    """Write every frame of labels ``(time, y, x)``, painted, as an H.264 video (PyAV).
+
+    Chunks of labels are read one at a time, so memory stays at one chunk. H.264 needs even
+    sizes: an odd window gets one black row or column. ``path`` may be an fsspec URL (the
+    video is written locally, then copied). A local video is written into a new file of
+    unpredictable name beside ``path``, created exclusively, and renamed onto ``path`` when
+    complete: a link planted at either name is never written through.
+
+    Returns
+    -------
+    int
+        Number of frames written (one per label frame).
+    """
+    palette = _palette(np.asarray(colors), (0, 0, 0))
+    target = local_path(os.fspath(path))
+    suffix = os.path.splitext(target)[1].lower()
+    options = {
+        "container_format": _FORMATS.get(suffix, "mp4"),
+        "fps": fps,
+        "crf": crf,
+        "preset": preset,
+    }
+    if not is_url(target):
+        folder = os.path.realpath(os.path.dirname(os.path.abspath(target)))
+        final = os.path.join(folder, os.path.basename(target))
+        fd, tmp = exclusive_temp(final)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                count = _encode(handle, labels, palette, **options)
+            os.replace(tmp, final)
+        except BaseException:  # a failed video leaves the old one, and no partial one
+            with contextlib.suppress(OSError):
+                os.remove(tmp)
+            raise
+        return count
+    import fsspec
+
+    with tempfile.TemporaryDirectory(prefix="sediment_xr_") as tmpdir:
+        local = os.path.join(tmpdir, "segmented" + suffix)
+        with open(local, "wb") as handle:
+            count = _encode(handle, labels, palette, **options)
         with fsspec.open(target, "wb", **(storage_options or {})) as dst, open(local, "rb") as src:
             dst.write(src.read())
-        Path(local).unlink()
-        os.rmdir(tmpdir)
-    else:
-        os.replace(local, target)
     return count
 
 

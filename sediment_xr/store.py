@@ -29,7 +29,6 @@ without it.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import os
@@ -44,7 +43,13 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from sediment_xr._fs import is_url
+from sediment_xr._fs import (
+    inside_folder,
+    is_url,
+    local_path,
+    refuse_outside_link,
+    write_inside,
+)
 from sediment_xr.exceptions import OutputError
 
 __all__ = [
@@ -92,7 +97,7 @@ TABLE_FILES = (
 #: Files the ``report`` section asks for.
 REPORT_FILES = ("segmented.mp4", "segmented", "report.html")
 #: Every file of the output folder a run writes (and the only ones it ever replaces); the
-#: last is the video's name while it is written.
+#: last is the name earlier versions wrote the video under (a leftover is removed).
 OUTPUT_FILES = (
     "cube.zarr",
     STAGING,
@@ -110,6 +115,10 @@ class Output:
 
     url: str
     storage_options: Mapping[str, Any] = dataclasses.field(default_factory=dict, repr=False)
+
+    def __post_init__(self) -> None:
+        # file:// and local:// are local paths, with every protection of one (links, lock)
+        object.__setattr__(self, "url", local_path(self.url))
 
     @property
     def fs(self):
@@ -173,25 +182,48 @@ class Output:
         return fs.exists(path)
 
     def write_bytes(self, name: str, data: bytes) -> None:
-        """Write a file of the folder in one piece (temporary name, then rename)."""
-        fs = self.fs
+        """Write a file of the folder in one piece, never outside the folder.
+
+        Locally: a new file of unpredictable name, created exclusively, then renamed onto
+        ``name`` (a link planted at the name is replaced, never written through; a link on
+        the way out of the folder is refused; see :func:`sediment_xr._fs.write_inside`).
+        """
+        if not is_url(self.url):
+            write_inside(self.root, name, data)
+            return
+        fs = self.fs  # object stores write whole objects atomically
         final = self.path(name)
         fs.makedirs(posixpath.dirname(final), exist_ok=True)
-        if is_url(self.url):  # object stores write whole objects atomically
-            fs.pipe(final, data)
-            return
-        tmp = posixpath.join(posixpath.dirname(final), f".{posixpath.basename(final)}.partial")
-        try:
-            fs.pipe(tmp, data)
-            fs.mv(tmp, final)
-        except BaseException:  # e.g. disk full: the old file stays, and no partial one
-            with contextlib.suppress(Exception):
-                fs.rm(tmp)
-            raise
+        fs.pipe(final, data)
 
     def write_text(self, name: str, text: str) -> None:
         """Write a text file of the folder in one piece."""
         self.write_bytes(name, text.encode("utf-8"))
+
+    def local_file(self, name: str) -> str:
+        """Real path of a file of a local folder, its folders checked to stay inside it."""
+        return inside_folder(self.root, name)
+
+    def refuse_outside_links(self) -> None:
+        """Raise OutputError when a link at or under a name the run writes leads outside.
+
+        The names are those of :data:`OUTPUT_FILES` and ``.sediment_xr``. zarr and the run
+        write files under them, so a link planted there (a file or folder of the cube, a
+        table, a PNG) would make a write land outside the output folder. Only local folders
+        have links; links that stay inside the folder are left alone.
+        """
+        if is_url(self.url):
+            return
+        root = self.root
+        for name in sorted({entry.split("/")[0] for entry in OUTPUT_FILES}):
+            top = os.path.join(root, name)
+            paths = [top]
+            if os.path.isdir(top) and not os.path.islink(top):
+                for folder, dirs, files in os.walk(top):
+                    paths += [os.path.join(folder, entry) for entry in (*dirs, *files)]
+            for path in paths:
+                if os.path.islink(path):
+                    refuse_outside_link(root, path)
 
     def remove(self, *names: str) -> None:
         """Remove files or folders of the output that exist (only the names given)."""

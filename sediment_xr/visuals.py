@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sediment_xr._fs import is_url
 from sediment_xr._provenance import package_versions
 from sediment_xr.config import Config, dump_config
 from sediment_xr.frames import FRAME_UNDECODABLE
@@ -149,10 +150,12 @@ def write_report_files(
     made = []
     if rep.video and (relabelled or not out.exists("segmented.mp4")):
         log("segmented.mp4: painting the stored labels")
+        # a local video's folders are checked to stay inside the output (links)
+        local = not is_url(out.url)
         write_segmented_video(
             labels,
             model.center_rgb,
-            out.url_of("segmented.mp4"),
+            out.local_file("segmented.mp4") if local else out.url_of("segmented.mp4"),
             fps=rep.video_fps,
             storage_options=dict(out.storage_options) or None,
         )
