@@ -37,8 +37,14 @@ def _utc_now() -> str:
 
 
 def history_line(text: str) -> str:
-    """One CF ``history`` line: an ISO 8601 UTC timestamp, the package and what was done."""
-    return f"{_utc_now()} sediment_xr: {text}"
+    """One CF ``history`` line: an ISO 8601 UTC timestamp, the package and what was done.
+
+    The text is redacted (:func:`sediment_xr._redact.redact`): a URL it names keeps no
+    user-info and no query values.
+    """
+    from sediment_xr._redact import redact
+
+    return f"{_utc_now()} sediment_xr: {redact(text)}"
 
 
 def coverage_attrs(times: Any) -> dict[str, str]:
@@ -78,15 +84,17 @@ def append_history(attrs: dict[str, Any], text: str) -> dict[str, Any]:
 def call_repr(func: str, source: str, **options: Any) -> str:
     """``func('source', key=value, ...)`` for a history line.
 
-    Storage options are never shown, nor a URL's query (a presigned URL's signature).
+    Storage options are never shown, nor a URL's query (a presigned URL's signature) or
+    user-info; the options' values are redacted too (:func:`sediment_xr._redact.redact`).
     """
     from sediment_xr._fs import without_query
+    from sediment_xr._redact import redact
 
-    parts = [repr(without_query(source) if isinstance(source, str) else source)]
+    parts = [repr(redact(without_query(source)) if isinstance(source, str) else source)]
     for key, value in options.items():
         if not isinstance(value, str | int | float | tuple | list | type(None)):
             value = str(value)
-        parts.append(f"{key}={value!r}")
+        parts.append(f"{key}={redact(value) if isinstance(value, str) else value!r}")
     return f"{func}({', '.join(parts)})"
 
 

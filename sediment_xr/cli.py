@@ -6,6 +6,12 @@ fix, and exit code 2.  A failure of the machine (disk full, out of memory) ends 
 and exit code 1; running the same command again resumes.  ``--debug`` shows the traceback
 instead.  Warnings are one line each (``sediment-xr: warning: ...``); warnings of the
 libraries underneath are shown only with ``--debug``.
+
+Nothing printed holds a secret: every error, warning and stage message, and the output
+path, goes through :func:`sediment_xr._redact.redact` (URLs without user-info or query
+values), and once a config is read the values of its storage options and URL credentials
+are replaced wherever a library underneath would echo them
+(:func:`sediment_xr._redact.secret_values`).
 """
 
 from __future__ import annotations
@@ -13,10 +19,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import functools
 import logging
 import sys
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -119,19 +126,21 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from sediment_xr._redact import redact, secret_values
     from sediment_xr.config import load_config
     from sediment_xr.pipeline import check, run
     from sediment_xr.scheduler import dask_client
 
     config = load_config(args.config, args.overrides)
     args.output_folder = config.output  # named by errors of the machine (disk full)
+    args.secrets.update(secret_values(config.to_dict()))  # replaced in what is printed
     _check_locations(config, overwrite=args.overwrite)
     # Bad input fails here, before a cluster starts or a file is written.
     own_cluster = not (args.scheduler or config.dask.scheduler)
     frames = check(config, own_cluster=own_cluster)
     with dask_client(args.scheduler, config.dask):
         result = run(config, overwrite=args.overwrite, progress=not args.quiet, frames=frames)
-    print(result.output)
+    print(redact(result.output, args.secrets))
     return 0
 
 
@@ -310,27 +319,33 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
+def _one_line(text: Any, secrets: Collection[str] = ()) -> str:
+    """Text as one line, without secrets (:func:`sediment_xr._redact.redact`)."""
+    from sediment_xr._redact import redact
+
+    return " ".join(redact(str(text), secrets).split())
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+def _show_warning(
+    message, category, filename, lineno, file=None, line=None, *, secrets=()
+) -> None:
     """Print a warning as one line (``warnings.showwarning`` of the command line)."""
     from sediment_xr.config import reword
     from sediment_xr.exceptions import SedimentXRWarning
 
-    text = _one_line(reword(message) if isinstance(message, Warning) else message)
+    text = _one_line(reword(message) if isinstance(message, Warning) else message, secrets)
     if not issubclass(category, SedimentXRWarning):
         text = f"{category.__name__}: {text} ({filename}:{lineno})"
     print(f"sediment-xr: warning: {text}", file=sys.stderr, flush=True)
 
 
 @contextlib.contextmanager
-def _warnings_as_lines(debug: bool) -> Iterator[None]:
+def _warnings_as_lines(debug: bool, secrets: Collection[str] = ()) -> Iterator[None]:
     """Show sediment_xr's warnings as one line each; other libraries' only with ``--debug``.
 
     That includes what distributed logs at warning level (its workers' own loggers, in other
-    processes, are left as they are).
+    processes, are left as they are). `secrets` (filled in once the config is read) are
+    replaced in the lines.
     """
     from sediment_xr.exceptions import SedimentXRWarning
 
@@ -342,19 +357,33 @@ def _warnings_as_lines(debug: bool) -> Iterator[None]:
             warnings.simplefilter("ignore")
             library.setLevel(logging.ERROR)
         warnings.filterwarnings("default", category=SedimentXRWarning)
-        warnings.showwarning = _show_warning
+        warnings.showwarning = functools.partial(_show_warning, secrets=secrets)
         try:
             yield
         finally:
             library.setLevel(level)
 
 
+class _OneLine(logging.Formatter):
+    """A log record as one line without secrets (records of child loggers included)."""
+
+    def __init__(self, secrets: Collection[str]) -> None:
+        super().__init__("%(message)s")
+        self.secrets = secrets
+
+    def format(self, record: logging.LogRecord) -> str:
+        return _one_line(super().format(record), self.secrets)
+
+
 @contextlib.contextmanager
-def _stage_messages(quiet: bool) -> Iterator[None]:
-    """Show the ``sediment_xr`` logger's stage messages on stderr, one line each."""
+def _stage_messages(quiet: bool, secrets: Collection[str] = ()) -> Iterator[None]:
+    """Show the ``sediment_xr`` logger's stage messages on stderr, one line each.
+
+    `secrets` (filled in once the config is read) are replaced in the lines.
+    """
     logger = logging.getLogger("sediment_xr")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(message)s"))
+    handler.setFormatter(_OneLine(secrets))
     level = logger.level
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
@@ -416,8 +445,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``sediment-xr`` command."""
     parser = _parser()
     args = parser.parse_args(argv)
+    args.secrets = set()  # of the config, once read: replaced in every line printed
     try:
-        with _warnings_as_lines(args.debug), _stage_messages(args.quiet):
+        with (
+            _warnings_as_lines(args.debug, args.secrets),
+            _stage_messages(args.quiet, args.secrets),
+        ):
             if args.command == "run":
                 return _cmd_run(args)
             if args.command == "evaluate":
@@ -431,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if failure is None:
             raise
         message, code = failure
+        message = _one_line(message, args.secrets)
         print(f"sediment-xr: error: {message}", file=sys.stderr)
         return code
 

@@ -22,6 +22,7 @@ from typing import Any
 from sediment_xr import _validate as check
 from sediment_xr import _yaml
 from sediment_xr._fs import check_storage_options, is_url, local_path
+from sediment_xr._redact import redact
 from sediment_xr._yaml import apply_overrides
 from sediment_xr.coverage import check_classes
 from sediment_xr.exceptions import ConfigError, setting
@@ -53,17 +54,6 @@ _MAX_CONFIG_BYTES = 1_000_000
 # 1 GiB dask pauses or restarts workers for ever instead of failing.
 _MIN_MEMORY_LIMIT = 2**30
 _MAX_MEMORY_LIMIT = 2**50  # 1 PiB
-_SECRET_WORDS = (
-    "key",
-    "secret",
-    "token",
-    "password",
-    "credential",
-    "connection_string",
-    "authorization",
-    "signature",
-    "sas",
-)
 
 
 def _key(default: Any, checker: Any = None, *, secret: bool = False) -> Any:
@@ -372,8 +362,12 @@ class Config(_Section):
 
     @property
     def run_name(self) -> str:
-        """``name``, or the output folder's name."""
-        return self.name or os.path.basename(self.output.rstrip("/\\")) or "run"
+        """``name``, or the output folder's name (of a URL: without user-info or query)."""
+        folder = self.output
+        shown = redact(folder)
+        if shown != folder:  # a URL with credentials or a signature: not in the name
+            folder = shown.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+        return self.name or os.path.basename(folder.rstrip("/\\")) or "run"
 
     def fingerprint(self, stage: str, *extra: Any) -> str:
         """Hash of what a stage depends on (:func:`stage_settings`), plus ``extra`` values."""
@@ -574,28 +568,17 @@ def load_config(
     return _with_paths(config, p.resolve().parent, in_file)
 
 
-def redact(value: Any) -> Any:
-    """Copy of config data with credential-like ``storage_options`` values replaced."""
-    if isinstance(value, Mapping):
-        return {
-            k: "***"
-            if any(w in str(k).lower() for w in _SECRET_WORDS) and not isinstance(v, Mapping)
-            else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value
-
-
 def redacted_dict(config: Config) -> dict[str, Any]:
-    """:meth:`Config.to_dict` with credentials in ``storage_options`` replaced by ``***``."""
-    data = config.to_dict()
-    for key in ("storage_options", "input_storage_options", "output_storage_options"):
-        data[key] = redact(data[key])
-    return data
+    """:meth:`Config.to_dict` without secrets: what is written and shown of a config.
+
+    Every value of the three ``*storage_options`` (and of any ``headers``) is ``***``, keys
+    kept, but for a few harmless ones (``anon: true``, the host of ``endpoint_url``...), and
+    the URLs (``input``, ``output``, ``cluster.model``, ``cluster.reference``) lose their
+    user-info and query values: see :mod:`sediment_xr._redact`.
+    """
+    return redact(config.to_dict())
 
 
 def dump_config(config: Config) -> str:
-    """The resolved config as YAML text (credentials replaced by ``***``)."""
+    """The resolved config as YAML text, without secrets (:func:`redacted_dict`)."""
     return _yaml.dump(redacted_dict(config))

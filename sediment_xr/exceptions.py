@@ -10,6 +10,10 @@ Messages name settings the way the Python API spells them (``resize=(64, 48)``,
 names in :attr:`SedimentXRError.settings`.  A caller that knows the settings by other names
 (the command line, which reads a YAML config) rewords the message with :func:`reworded`,
 e.g. ``ingest.resize: [64, 48]``.  Nothing global decides the wording.
+
+A message never holds a secret: it is redacted when the error or warning is made
+(:func:`sediment_xr._redact.redact`: URLs lose their user-info and query values), so a URL
+with credentials or a presigned signature can be named as the user gave it.
 """
 
 from __future__ import annotations
@@ -17,6 +21,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+
+from sediment_xr._redact import redact
 
 __all__ = [
     "NAMED",
@@ -95,10 +101,13 @@ def reworded(text: str, settings: Iterable[tuple[str, Any]], keys: Mapping[str, 
 
 
 class _Settings:
-    """Mixin: a message plus the settings it names; survives pickling (worker processes)."""
+    """Mixin: a message plus the settings it names; survives pickling (worker processes).
+
+    The message is redacted (:func:`sediment_xr._redact.redact`) when it is made.
+    """
 
     def __init__(self, message: str = "", *, settings: Iterable[tuple[str, Any]] = ()) -> None:
-        super().__init__(message)
+        super().__init__(redact(str(message)))
         self.settings: tuple[tuple[str, Any], ...] = tuple(settings)
 
     def __reduce__(self):

@@ -35,6 +35,7 @@ import xarray as xr
 from sediment_xr import __version__
 from sediment_xr._fs import files_signature, without_query
 from sediment_xr._provenance import coverage_attrs, history_line
+from sediment_xr._redact import redact
 from sediment_xr.cluster import (
     fit_kmeans,
     label,
@@ -402,7 +403,7 @@ def _prepare_cube(config: Config, out: Output, window: xr.DataArray, plan: _Plan
         attrs = {
             "Conventions": "CF-1.10, ACDD-1.3",
             "title": _title(store_frames),
-            "source": without_query(config.input),
+            "source": redact(without_query(config.input)),
             "history": history_line(f"ingest {config.input}"),
             "sediment_xr_version": __version__,
             **{k: window.attrs[k] for k in WINDOW_ATTRS if k in window.attrs},
@@ -489,7 +490,7 @@ def _fit(
     reference = load_reference(config)
     if reference is not None:
         model = model.matched_to(reference)
-        say(f"cluster: clusters numbered as in {cl.reference}")
+        say(f"cluster: clusters numbered as in {redact(cl.reference)}")
     say(f"cluster: {model!r} after {model.n_epochs} epochs")
     return model, window, chunks
 
@@ -691,7 +692,7 @@ def _outputs(
     lock.check()
     out.set_state(plan.state, complete=True)
     out.consolidate()  # last: only a finished cube has a copy of its metadata
-    say(f"done: {config.output}")
+    say(f"done: {redact(config.output)}")
     return RunResult(
         output=config.output,
         cover=table,

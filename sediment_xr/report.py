@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sediment_xr._redact import redact
 from sediment_xr.exceptions import InputError
 
 __all__ = ["build_report"]
@@ -255,9 +256,11 @@ def build_report(
         uint8 RGB images ``(y, x, 3)`` ``original``, ``enhanced``, ``segmented``,
         ``overlay`` of one frame, and its ``label`` (e.g. its time) or None.
     summary : dict of str to str
-        Run summary shown first (input, frames, time span, output...).
+        Run summary shown first (input, frames, time span, output...); URLs are shown
+        without user-info or query values (:func:`sediment_xr._redact.redact`).
     config_yaml : str
-        The resolved config, shown verbatim.
+        The resolved config (:func:`sediment_xr.config.dump_config`), shown verbatim but
+        for the URLs in it, redacted as in the summary.
     versions : dict of str to str
         Package versions.
     title : str, default "sediment_xr report"
@@ -314,6 +317,7 @@ def build_report(
         return f'<div class="plot">{divs[key]}</div>' if key in divs else ""
 
     stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    summary, config_yaml = redact(summary), redact(config_yaml)  # no URL credentials
     cluster_names = ", ".join(f"{i} = {name}" for i, name in sorted(names.items()))
     class_part = ""
     if class_cover is not None:

@@ -5,7 +5,8 @@ frames' times (``start_datetime``/``end_datetime``). Its assets are the output f
 files, by relative href: the cube carries ``xarray:open_kwargs`` (what
 ``xarray.open_dataset`` needs, as xpystac and intake-stac read them) and the Parquet cover
 its columns. Storage options are never written (they may hold credentials): readers pass
-their own.
+their own; the source URL is written without user-info or query values
+(:func:`sediment_xr._redact.redact`).
 
 The Item is self-contained, like STAC's self-contained catalogs: relative hrefs and no
 ``self`` link, so the folder can be copied or moved (a STAC API that needs absolute hrefs
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 import xarray as xr
 
-from sediment_xr._fs import without_query
+from sediment_xr._redact import redact
 
 __all__ = ["ASSETS", "CUBE_OPEN_KWARGS", "item_json", "run_item"]
 
@@ -100,7 +101,7 @@ def run_item(
         "title": f"sediment_xr run {run}",
         "description": cube.attrs.get("title", "sediment_xr cube"),
         "created": cube.attrs.get("date_created"),
-        "sediment_xr:source": without_query(cube.attrs.get("source")),
+        "sediment_xr:source": redact(cube.attrs.get("source")),
         "sediment_xr:frames": int(cube.sizes["time"]),
         "sediment_xr:clusters": int(cube.sizes.get("cluster", 0)),
     }
