@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -51,7 +52,7 @@ from sediment_xr.config import (
     stage_settings,
 )
 from sediment_xr.coverage import CLASS_ATTRS, cover, merge_classes
-from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
+from sediment_xr.exceptions import InputError, ModelError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
 from sediment_xr.illumination import fit_illumination
 from sediment_xr.io import open_frames
@@ -71,9 +72,11 @@ from sediment_xr.stac import ASSETS, item_json, run_item
 from sediment_xr.store import (
     LAYOUT,
     OUTPUT_FILES,
+    DamagedOutputError,
     Output,
     chunk_bounds,
     chunk_writes,
+    damaged,
     pending,
 )
 from sediment_xr.tables import (
@@ -338,7 +341,7 @@ def _plan(
     matched = reference.to_dict()["sha256"] if reference is not None else None
     fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT, given, matched)
     resolved = redacted_dict(config)  # stored in the cube: no credentials
-    state = out.state()  # read again: another run may have written it before we got the lock
+    state = _stored_state(out, overwrite, say)  # read again: now we hold the lock
     if state is not None and (
         state.get("fingerprint_cube") != fp_cube or state.get("fingerprint_model") != fp_model
     ):
@@ -380,6 +383,36 @@ def _plan(
         new_model=new_cube or state.get("fingerprint_model") != fp_model,
         old_report=(state or {}).get("report_written"),
     )
+
+
+def _stored_state(out: Output, overwrite: bool, say: Callable) -> dict[str, Any] | None:
+    """The stored run state, once the records a rerun reads are known to be readable.
+
+    A damaged ``cube.zarr`` (its ``zarr.json``, the state in it, an array's metadata) or
+    ``model.json`` is refused with one line; with ``overwrite`` the run starts afresh
+    (None: as if there were no earlier run).
+    """
+    try:
+        state = out.state()
+        if state is not None and state.get("cube_created"):
+            out.open_cube()  # every array's metadata and the index coordinates
+            if out.exists("model.json"):
+                _stored_model(out)
+    except DamagedOutputError:
+        if not overwrite:
+            raise
+        say("--overwrite: the output's own records are damaged; starting afresh")
+        return None
+    return state
+
+
+def _stored_model(out: Output) -> ClusterModel:
+    """The output's own ``model.json``; :class:`DamagedOutputError` when it cannot be read."""
+    try:
+        return ClusterModel.load(out.url_of("model.json"), storage_options=out.storage_options)
+    except ModelError as err:
+        reason = re.split(r"\.\s+(?=[A-Z])", str(err), maxsplit=1)[0]  # without its fix
+        raise damaged(out.url, "model.json", reason) from err
 
 
 def _title(store_frames: bool) -> str:
