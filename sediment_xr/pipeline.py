@@ -27,6 +27,7 @@ import json
 import re
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,7 +35,7 @@ import pandas as pd
 import xarray as xr
 
 from sediment_xr import __version__
-from sediment_xr._fs import files_signature, without_query
+from sediment_xr._fs import files_signature, is_url, without_query
 from sediment_xr._provenance import coverage_attrs, history_line
 from sediment_xr.cluster import (
     fit_kmeans,
@@ -237,7 +238,8 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
     xarray.DataArray
         The lazy frames. Raises the errors a run would raise for a missing or unreadable
         input, a crop outside the frame, chunks too large for a task, report frames that do
-        not exist, or a ``cluster.model`` that does not fit the config.
+        not exist, a ``cluster.model`` that does not fit the config or the frames, or an input
+        or model file among the output folder's own files (which a run replaces).
     """
     frames = open_input(config)
     check_task_memory(
@@ -245,6 +247,16 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
         chunk_frames=config.ingest.chunk_frames or "auto",
         dask_config=config.dask if own_cluster else None,
     )
+    _check_settings(config, frames)
+    return frames
+
+
+def _check_settings(config: Config, frames: xr.DataArray) -> None:
+    """Check every setting that depends on the frames, reading them lazily (nothing computed).
+
+    The checks of :func:`check` but the memory of a task; :func:`run` makes them on the
+    frames it is given, before it changes a file.
+    """
     crop_slice(config.preprocess.crop.rows, frames.sizes["y"], "rows")
     crop_slice(config.preprocess.crop.cols, frames.sizes["x"], "cols")
     n_time = frames.sizes["time"]
@@ -257,10 +269,34 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
             f"report.png_frames and report.example_frame need positions below {n_time} (the "
             f"number of frames), but got {bad}. Use positions 0 to {n_time - 1}."
         )
+    reads = [("input", path) for path in frames.attrs.get("source_files") or [config.input]]
+    reads += [("cluster.model", config.cluster.model)]
+    reads += [("cluster.reference", config.cluster.reference)]
+    for key, path in reads:  # files the run reads are never among those it replaces
+        own = _own_file(config.output, path) if path else None
+        if own is not None:
+            raise InputError(
+                f"{key} {path} is {own} of the output folder {config.output}, which a run "
+                f"there replaces. Copy it out of the output folder and set {key} to the copy, "
+                "or choose another output."
+            )
     if config.cluster.model:
-        load_model(config)
+        window = crop(frames, rows=config.preprocess.crop.rows, cols=config.preprocess.crop.cols)
+        features_of(window, load_model(config), config)  # lazy: checks the model's light
     load_reference(config)
-    return frames
+
+
+def _own_file(output: str, path: str) -> str | None:
+    """Which of the output folder's own files (:data:`OUTPUT_FILES`) ``path`` is or is in."""
+    if is_url(output) != is_url(path):
+        return None
+    if is_url(output):
+        base, target = output.rstrip("/"), path.rstrip("/")
+        inside = [n for n in OUTPUT_FILES if f"{target}/".startswith(f"{base}/{n}/")]
+    else:
+        base, target = Path(output).resolve(), Path(path).resolve()
+        inside = [n for n in OUTPUT_FILES if target.is_relative_to(base / n)]
+    return inside[0] if inside else None
 
 
 def run(
@@ -294,7 +330,10 @@ def run(
     cluster). Resumes from finished chunks of an interrupted run with the same config.
     """
     out = Output(config.output, config.output_options)
-    frames = check(config) if frames is None else frames
+    if frames is None:
+        frames = check(config)
+    else:
+        _check_settings(config, frames)
     if not out.exists(".sediment_xr"):  # no run of ours has been here: refuse others' files
         foreign = [name for name in OUTPUT_FILES if out.exists(name)]
         if foreign:

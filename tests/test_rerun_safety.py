@@ -15,6 +15,7 @@ folder (a 6-frame FFV1 video, report, segmented video and PNGs on):
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -26,8 +27,10 @@ import pytest
 import yaml
 
 import sediment_xr as sx
+from sediment_xr import pipeline
 from sediment_xr.cli import main
-from sediment_xr.exceptions import OutputError
+from sediment_xr.config import load_config
+from sediment_xr.exceptions import InputError, OutputError
 from sediment_xr.store import COMPLETE_ATTR
 from sediment_xr.testing import write_video
 
@@ -121,6 +124,101 @@ def out(tmp_path, finished) -> Path:
     copy = tmp_path / "out"
     shutil.copytree(finished, copy)
     return copy
+
+
+# --------------------------------------------------------------------------------------------
+# settings that only the frames or a model file tell about are checked before any change
+def test_report_frame_beyond_the_frames_given_to_run_changes_nothing(tmp_path, video, out):
+    """Weakness: ``run(config, frames=...)`` checked report.png_frames only when writing the
+    PNGs, after marking the output incomplete and removing the old PNGs."""
+    config = load_config(write_config(tmp_path, video, out))
+    opened = pipeline.check(config)  # as a notebook does before run
+    bad = dataclasses.replace(
+        config, report=dataclasses.replace(config.report, png_frames=(0, 99))
+    )
+    before = snapshot(out)
+    with pytest.raises(Exception) as raised:
+        pipeline.run(bad, frames=opened, progress=False)
+    assert_untouched(out, before)
+    assert isinstance(raised.value, InputError), raised.value
+    assert "report.png_frames and report.example_frame need positions below 6" in str(raised.value)
+
+
+def test_model_fitted_on_another_window_size_with_overwrite_changes_nothing(
+    tmp_path, video, out, capsys
+):
+    """Weakness: a cluster.model whose light correction is of another window size (same crop
+    rows, another ingest.resize) was refused only when labelling, after --overwrite had marked
+    the output incomplete, removed its model.json and its label marks."""
+    other = tmp_path / "resized"
+    other.mkdir()
+    fitted = write_config(
+        other,
+        video,
+        other / "out",
+        ingest={"resize": [128, 128]},
+        report={"html": False, "video": False, "png_frames": []},
+    )
+    assert main(["run", str(fitted), *RUN]) == 0
+    capsys.readouterr()
+    before = snapshot(out)
+    model = str(other / "out" / "model.json")
+    code, err = rerun(tmp_path, video, out, capsys, "--overwrite", cluster={"model": model})
+    assert_one_line(code, err, ["corrects the light of a 32 x 128 window", "crop gives 32 x 64"])
+    assert_untouched(out, before)
+
+
+# --------------------------------------------------------------------------------------------
+# files the run reads are never among those it replaces
+def test_output_own_model_as_cluster_model_is_refused_and_kept(tmp_path, video, out, capsys):
+    """Weakness: cluster.model naming the output's own model.json, with --overwrite, deleted
+    it (a new model's labels start empty) and then failed to read it."""
+    before = snapshot(out)
+    model = str(out / "model.json")
+    code, err = rerun(tmp_path, video, out, capsys, "--overwrite", cluster={"model": model})
+    assert_one_line(
+        code, err, [f"cluster.model {model} is model.json of the output folder", "Copy it out"]
+    )
+    assert_untouched(out, before)
+
+
+def test_output_own_model_as_cluster_reference_is_refused_and_kept(tmp_path, video, out, capsys):
+    """Weakness: cluster.reference naming the output's own model.json, for a refit with
+    --overwrite, deleted it before the fit read it."""
+    before = snapshot(out)
+    model = str(out / "model.json")
+    code, err = rerun(
+        tmp_path,
+        video,
+        out,
+        capsys,
+        "--overwrite",
+        cluster={"reference": model, "random_state": 1},
+    )
+    assert_one_line(
+        code, err, [f"cluster.reference {model} is model.json of the output", "Copy it out"]
+    )
+    assert_untouched(out, before)
+
+
+def test_input_among_the_output_own_files_is_refused_by_run(tmp_path, out):
+    """Weakness: only the command line refused an input among the files a run replaces;
+    ``pipeline.run(..., overwrite=True)`` on the output's own segmented PNGs deleted them
+    (a new cube starts without the old files) and then failed to read them."""
+    config = load_config(
+        write_config(
+            tmp_path,
+            out / "segmented",
+            out,
+            report={"html": False, "video": False, "png_frames": []},
+        )
+    )
+    before = snapshot(out)
+    with pytest.raises(Exception) as raised:
+        pipeline.run(config, overwrite=True, progress=False)
+    assert_untouched(out, before)
+    assert isinstance(raised.value, InputError), raised.value
+    assert "is segmented of the output folder" in str(raised.value)
 
 
 # --------------------------------------------------------------------------------------------
