@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import warnings
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,7 +35,7 @@ import pandas as pd
 import xarray as xr
 
 from sediment_xr import __version__
-from sediment_xr._fs import files_signature, without_query
+from sediment_xr._fs import files_signature, is_url, without_query
 from sediment_xr._provenance import coverage_attrs, history_line
 from sediment_xr._redact import redact
 from sediment_xr.cluster import (
@@ -52,7 +54,7 @@ from sediment_xr.config import (
     stage_settings,
 )
 from sediment_xr.coverage import CLASS_ATTRS, cover, merge_classes
-from sediment_xr.exceptions import InputError, OutputError, SedimentXRWarning
+from sediment_xr.exceptions import InputError, ModelError, OutputError, SedimentXRWarning
 from sediment_xr.frames import FRAME_UNDECODABLE
 from sediment_xr.illumination import fit_illumination
 from sediment_xr.io import open_frames
@@ -72,9 +74,11 @@ from sediment_xr.stac import ASSETS, item_json, run_item
 from sediment_xr.store import (
     LAYOUT,
     OUTPUT_FILES,
+    DamagedOutputError,
     Output,
     chunk_bounds,
     chunk_writes,
+    damaged,
     pending,
 )
 from sediment_xr.tables import (
@@ -235,7 +239,8 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
     xarray.DataArray
         The lazy frames. Raises the errors a run would raise for a missing or unreadable
         input, a crop outside the frame, chunks too large for a task, report frames that do
-        not exist, or a ``cluster.model`` that does not fit the config.
+        not exist, a ``cluster.model`` that does not fit the config or the frames, or an input
+        or model file among the output folder's own files (which a run replaces).
     """
     frames = open_input(config)
     check_task_memory(
@@ -243,6 +248,16 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
         chunk_frames=config.ingest.chunk_frames or "auto",
         dask_config=config.dask if own_cluster else None,
     )
+    _check_settings(config, frames)
+    return frames
+
+
+def _check_settings(config: Config, frames: xr.DataArray) -> None:
+    """Check every setting that depends on the frames, reading them lazily (nothing computed).
+
+    The checks of :func:`check` but the memory of a task; :func:`run` makes them on the
+    frames it is given, before it changes a file.
+    """
     crop_slice(config.preprocess.crop.rows, frames.sizes["y"], "rows")
     crop_slice(config.preprocess.crop.cols, frames.sizes["x"], "cols")
     n_time = frames.sizes["time"]
@@ -255,10 +270,34 @@ def check(config: Config, *, own_cluster: bool = False) -> xr.DataArray:
             f"report.png_frames and report.example_frame need positions below {n_time} (the "
             f"number of frames), but got {bad}. Use positions 0 to {n_time - 1}."
         )
+    reads = [("input", path) for path in frames.attrs.get("source_files") or [config.input]]
+    reads += [("cluster.model", config.cluster.model)]
+    reads += [("cluster.reference", config.cluster.reference)]
+    for key, path in reads:  # files the run reads are never among those it replaces
+        own = _own_file(config.output, path) if path else None
+        if own is not None:
+            raise InputError(
+                f"{key} {path} is {own} of the output folder {config.output}, which a run "
+                f"there replaces. Copy it out of the output folder and set {key} to the copy, "
+                "or choose another output."
+            )
     if config.cluster.model:
-        load_model(config)
+        window = crop(frames, rows=config.preprocess.crop.rows, cols=config.preprocess.crop.cols)
+        features_of(window, load_model(config), config)  # lazy: checks the model's light
     load_reference(config)
-    return frames
+
+
+def _own_file(output: str, path: str) -> str | None:
+    """Which of the output folder's own files (:data:`OUTPUT_FILES`) ``path`` is or is in."""
+    if is_url(output) != is_url(path):
+        return None
+    if is_url(output):
+        base, target = output.rstrip("/"), path.rstrip("/")
+        inside = [n for n in OUTPUT_FILES if f"{target}/".startswith(f"{base}/{n}/")]
+    else:
+        base, target = Path(output).resolve(), Path(path).resolve()
+        inside = [n for n in OUTPUT_FILES if target.is_relative_to(base / n)]
+    return inside[0] if inside else None
 
 
 def run(
@@ -292,7 +331,10 @@ def run(
     cluster). Resumes from finished chunks of an interrupted run with the same config.
     """
     out = Output(config.output, config.output_options)
-    frames = check(config) if frames is None else frames
+    if frames is None:
+        frames = check(config)
+    else:
+        _check_settings(config, frames)
     if not out.exists(".sediment_xr"):  # no run of ours has been here: refuse others' files
         foreign = [name for name in OUTPUT_FILES if out.exists(name)]
         if foreign:
@@ -340,7 +382,7 @@ def _plan(
     matched = reference.to_dict()["sha256"] if reference is not None else None
     fp_model = config.fingerprint("model", signature, chunk_frames, LAYOUT, given, matched)
     resolved = redacted_dict(config)  # stored in the cube: no credentials
-    state = out.state()  # read again: another run may have written it before we got the lock
+    state = _stored_state(out, overwrite, say)  # read again: now we hold the lock
     if state is not None and (
         state.get("fingerprint_cube") != fp_cube or state.get("fingerprint_model") != fp_model
     ):
@@ -382,6 +424,36 @@ def _plan(
         new_model=new_cube or state.get("fingerprint_model") != fp_model,
         old_report=(state or {}).get("report_written"),
     )
+
+
+def _stored_state(out: Output, overwrite: bool, say: Callable) -> dict[str, Any] | None:
+    """The stored run state, once the records a rerun reads are known to be readable.
+
+    A damaged ``cube.zarr`` (its ``zarr.json``, the state in it, an array's metadata) or
+    ``model.json`` is refused with one line; with ``overwrite`` the run starts afresh
+    (None: as if there were no earlier run).
+    """
+    try:
+        state = out.state()
+        if state is not None and state.get("cube_created"):
+            out.open_cube()  # every array's metadata and the index coordinates
+            if out.exists("model.json"):
+                _stored_model(out)
+    except DamagedOutputError:
+        if not overwrite:
+            raise
+        say("--overwrite: the output's own records are damaged; starting afresh")
+        return None
+    return state
+
+
+def _stored_model(out: Output) -> ClusterModel:
+    """The output's own ``model.json``; :class:`DamagedOutputError` when it cannot be read."""
+    try:
+        return ClusterModel.load(out.url_of("model.json"), storage_options=out.storage_options)
+    except ModelError as err:
+        reason = re.split(r"\.\s+(?=[A-Z])", str(err), maxsplit=1)[0]  # without its fix
+        raise damaged(out.url, "model.json", reason) from err
 
 
 def _title(store_frames: bool) -> str:

@@ -54,6 +54,7 @@ from sediment_xr.exceptions import OutputError
 
 __all__ = [
     "COMPLETE_ATTR",
+    "DAMAGE_ERRORS",
     "LAYOUT",
     "OUTPUT_FILES",
     "PER_FRAME",
@@ -62,9 +63,11 @@ __all__ = [
     "STAGING",
     "STATE_ATTR",
     "TABLE_FILES",
+    "DamagedOutputError",
     "Output",
     "chunk_bounds",
     "chunk_writes",
+    "damaged",
     "frames_compressors",
     "pending",
 ]
@@ -107,6 +110,44 @@ OUTPUT_FILES = (
     "segmented.mp4.partial.mp4",
 )
 _ZARR_KW = {"zarr_format": 3, "consolidated": False}
+_STATE_NAME = f"the run state ({STATE_ATTR} in cube.zarr/zarr.json)"
+#: What reading a damaged metadata file raises: not JSON or not UTF-8 (``ValueError``),
+#: JSON of the wrong shape (``TypeError``, ``KeyError``), zarr's metadata errors (``ValueError``).
+#: Storage errors (``OSError``) are not among them: they are not damage.
+DAMAGE_ERRORS = (ValueError, TypeError, KeyError)
+
+
+class DamagedOutputError(OutputError):
+    """The tool's own records in an output folder cannot be read (a file was damaged).
+
+    The message names the damaged file and says that ``--overwrite`` starts afresh.
+    """
+
+
+def damaged(url: str, what: str, err: BaseException | str) -> DamagedOutputError:
+    """The error of an output whose ``what`` (e.g. ``cube.zarr/zarr.json``) is damaged.
+
+    ``err`` is what reading it raised, or a sentence saying what is wrong with it.
+    """
+    text = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
+    reason = " ".join(text.split())
+    if len(reason) > 200:
+        reason = reason[:197] + "..."
+    return DamagedOutputError(
+        f"output {url} is damaged: {what} cannot be read ({reason}). Rerun with --overwrite "
+        "to start afresh (it replaces only the files sediment_xr writes), or choose another "
+        "output folder."
+    )
+
+
+def _state_of(raw: Any) -> dict[str, Any]:
+    """The run state from its attribute (JSON text); TypeError when it is not a mapping."""
+    state = json.loads(raw) if isinstance(raw, str) else raw
+    if not isinstance(state, Mapping):
+        raise TypeError(f"the state is {type(state).__name__}, not a mapping")
+    if not isinstance(state.get("config", {}), Mapping):
+        raise TypeError("its config is not a mapping")
+    return dict(state)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -273,23 +314,36 @@ class Output:
 
         Dask chunks are the run's time chunks (a shard of ``labels``: one read per task),
         not the one-frame inner chunks that ``xr.open_zarr(path)`` gives by default.
+        Raises :class:`DamagedOutputError` when its metadata or state cannot be read.
         """
         if not self.exists("cube.zarr", "zarr.json"):
             return None
-        cube = xr.open_zarr(self.zarr_store(), chunks=None, **_ZARR_KW)
+        try:
+            cube = xr.open_zarr(self.zarr_store(), chunks=None, **_ZARR_KW)
+        except DAMAGE_ERRORS as err:
+            raise damaged(self.url, self._bad_metadata(), err) from err
         raw = cube.attrs.get(STATE_ATTR)
-        state = json.loads(raw) if isinstance(raw, str) else dict(raw or {})
+        try:
+            state = _state_of(raw) if raw is not None else {}
+        except DAMAGE_ERRORS as err:
+            raise damaged(self.url, _STATE_NAME, err) from err
         step = state.get("chunk_frames")
         chunked = isinstance(step, int) and step > 0 and "time" in cube.dims
         time = {"time": step} if chunked else {}
         return cube.chunk(time)
 
     def state(self) -> dict[str, Any] | None:
-        """What the tool recorded in the cube (fingerprints, stage status), or None."""
+        """What the tool recorded in the cube (fingerprints, stage status), or None.
+
+        Raises :class:`DamagedOutputError` when the cube's ``zarr.json`` or the state in it
+        cannot be read, and :class:`OutputError` for a cube not written by sediment_xr.
+        """
         if not self.exists("cube.zarr", "zarr.json"):
             return None
-        group = self._group("r")
-        raw = group.attrs.get(STATE_ATTR)
+        try:
+            raw = self._group("r").attrs.get(STATE_ATTR)
+        except DAMAGE_ERRORS as err:
+            raise damaged(self.url, "cube.zarr/zarr.json", err) from err
         if raw is None and self.exists(".sediment_xr"):
             return None  # ours, but its creation was interrupted: start it again
         if raw is None:
@@ -297,7 +351,24 @@ class Output:
                 f"{self.store_url} exists but was not written by sediment_xr. "
                 "Choose another output folder."
             )
-        return json.loads(raw) if isinstance(raw, str) else dict(raw)
+        try:
+            return _state_of(raw)
+        except DAMAGE_ERRORS as err:
+            raise damaged(self.url, _STATE_NAME, err) from err
+
+    def _bad_metadata(self) -> str:
+        """The cube's first ``zarr.json`` that is not JSON (``cube.zarr`` when none is)."""
+        fs, root = self.fs, self.path("cube.zarr")
+        folders = [e["name"] for e in fs.ls(root, detail=True) if e["type"] == "directory"]
+        for folder in ["", *sorted(folders)]:
+            path = posixpath.join(root, posixpath.basename(folder.rstrip("/")), "zarr.json")
+            try:
+                json.loads(fs.cat_file(path))
+            except FileNotFoundError:
+                continue
+            except ValueError:
+                return posixpath.relpath(path, self.root)
+        return "cube.zarr"
 
     def update_attrs(self, **attrs: Any) -> None:
         """Set root attributes of the cube in one write of its ``zarr.json``.
