@@ -11,12 +11,13 @@ overwrites a change it has not seen (a heartbeat never overwrites a takeover):
 
 - local folders: created by hard-linking a complete temporary file (``os.link`` fails when
   the lock exists, so of two runs starting at once exactly one gets it, and no reader sees a
-  half-written lock); replaced and removed under ``flock`` of the ``.sediment_xr`` folder
-  after comparing its bytes (this host's processes, or a file system whose ``flock`` is
-  shared between hosts, which not every NFS is);
+  half-written lock; without hard links, ``O_CREAT | O_EXCL``); replaced and removed under
+  ``flock`` of the ``.sediment_xr`` folder after comparing its bytes (this host's processes,
+  or a file system whose ``flock`` is shared between hosts, which not every NFS is);
 - S3: created with ``If-None-Match: *`` (s3fs ``pipe_file(mode="create")``), replaced with
   ``If-Match: <ETag>`` and removed with a conditional delete (AWS S3 and moto honour all
-  three; a store that ignores them behaves like the next case);
+  three; an S3-compatible store that ignores these headers gives none of these guarantees,
+  and one that refuses conditional deletes has the lock compared, then deleted);
 - other fsspec stores (GCS, Azure, memory): created with ``pipe_file(mode="create")`` and read
   back (atomic where the backend makes it so, e.g. gcsfs with ``ifGenerationMatch=0``;
   fsspec's default checks that the file is missing first, so two runs starting within the
@@ -225,8 +226,24 @@ class _LocalDocument(_Document):
             os.link(tmp, self.path)  # fails when the lock exists: only one run creates it
         except FileExistsError:
             return None
+        except OSError:  # no hard links here (some network or FUSE file systems)
+            return self._create_exclusive(data)
         finally:
             os.remove(tmp)
+        return data
+
+    def _create_exclusive(self, data: bytes) -> Any | None:
+        """``O_CREAT | O_EXCL``, then the content (a reader may see it empty for a moment)."""
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return None
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+        except BaseException:  # e.g. disk full: leave no empty lock behind
+            os.remove(self.path)
+            raise
         return data
 
     def replace(self, version: Any, data: bytes) -> Any | None:
