@@ -339,6 +339,8 @@ def _warnings_as_lines(debug: bool) -> Iterator[None]:
     That includes what distributed logs at warning level (its workers' own loggers, in other
     processes, are left as they are).
     """
+    import distributed  # noqa: F401  (its import sets its logger's level: before ours)
+
     from sediment_xr.exceptions import SedimentXRWarning
 
     # distributed logs its warnings instead of warning; they are shown with --debug too.

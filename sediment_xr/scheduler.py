@@ -25,6 +25,7 @@ from sediment_xr.exceptions import ConfigError, setting
 
 __all__ = [
     "IN_PROCESS_SCHEDULERS",
+    "LibraryLogLevel",
     "SingleThreadedLibraries",
     "check_task_memory",
     "compute_tasks",
@@ -58,6 +59,24 @@ class SingleThreadedLibraries(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Set the limits in the worker process."""
         limit_threads()
+
+
+class LibraryLogLevel(WorkerPlugin):
+    """Worker plugin: the ``distributed`` logger of each worker process at ``level``.
+
+    The embedded cluster's workers share the command line's stderr, so they log at the
+    command line's level: a run stopped by a signal cancels its tasks without each worker
+    printing a warning about it (``--debug`` shows them).
+    """
+
+    name = "sediment-xr-library-log-level"
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def setup(self, worker: Any) -> None:
+        """Set the level in the worker process."""
+        logging.getLogger("distributed").setLevel(self.level)
 
 
 @contextlib.contextmanager
@@ -207,6 +226,8 @@ def dask_client(scheduler: str | None, dask_config: Any) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         client.register_plugin(SingleThreadedLibraries())
+        level = logging.getLogger("distributed").getEffectiveLevel()
+        client.register_plugin(LibraryLogLevel(level))  # the workers print on our stderr
         yield client
 
 
