@@ -164,6 +164,11 @@ class _Document:
         self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         try:
             self.fs.pipe_file(self.path, data, mode="create")
+        except TypeError:  # a backend without ``mode``: look, write, then read back
+            self.fs.invalidate_cache(self.path)
+            if self.fs.exists(self.path):
+                return None
+            self.fs.pipe_file(self.path, data)
         except OSError as err:
             if _refused(err):
                 return None
