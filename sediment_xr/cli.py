@@ -337,7 +337,7 @@ def _warnings_as_lines(debug: bool) -> Iterator[None]:
     """Show sediment_xr's warnings as one line each; other libraries' only with ``--debug``.
 
     That includes what distributed logs at warning level, here and in the workers of the
-    embedded cluster (:class:`sediment_xr.scheduler.LibraryLogLevel`); the workers of an
+    embedded cluster (:class:`sediment_xr.scheduler.EmbeddedWorkers`); the workers of an
     existing cluster log as that cluster says.
     """
     import distributed  # noqa: F401  (its import sets its logger's level: before ours)

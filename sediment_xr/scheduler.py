@@ -25,7 +25,7 @@ from sediment_xr.exceptions import ConfigError, setting
 
 __all__ = [
     "IN_PROCESS_SCHEDULERS",
-    "LibraryLogLevel",
+    "EmbeddedWorkers",
     "SingleThreadedLibraries",
     "check_task_memory",
     "compute_tasks",
@@ -61,22 +61,29 @@ class SingleThreadedLibraries(WorkerPlugin):
         limit_threads()
 
 
-class LibraryLogLevel(WorkerPlugin):
-    """Worker plugin: the ``distributed`` logger of each worker process at ``level``.
+class EmbeddedWorkers(WorkerPlugin):
+    """Worker plugin: the embedded cluster's workers behave as parts of the command line.
 
-    The embedded cluster's workers share the command line's stderr, so they log at the
-    command line's level: a run stopped by a signal cancels its tasks without each worker
-    printing a warning about it (``--debug`` shows them).
+    They share its stderr and its process group, so they log ``distributed``'s messages at
+    the command line's ``level`` (a run stopped by a signal cancels its tasks without each
+    worker printing a warning about it; ``--debug`` shows them), and they ignore SIGINT:
+    Ctrl-C reaches the whole process group, and the command line stops the run and closes
+    the cluster itself, instead of each worker printing a ``KeyboardInterrupt`` traceback.
     """
 
-    name = "sediment-xr-library-log-level"
+    name = "sediment-xr-embedded-workers"
 
     def __init__(self, level: int) -> None:
         self.level = level
 
     def setup(self, worker: Any) -> None:
-        """Set the level in the worker process."""
+        """Set the log level and ignore SIGINT in the worker process."""
+        import signal
+        import threading
+
         logging.getLogger("distributed").setLevel(self.level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -226,8 +233,9 @@ def dask_client(scheduler: str | None, dask_config: Any) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         client.register_plugin(SingleThreadedLibraries())
-        level = logging.getLogger("distributed").getEffectiveLevel()
-        client.register_plugin(LibraryLogLevel(level))  # the workers print on our stderr
+        client.register_plugin(
+            EmbeddedWorkers(logging.getLogger("distributed").getEffectiveLevel())
+        )
         yield client
 
 
