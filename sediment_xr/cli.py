@@ -4,8 +4,10 @@ Errors a user can make (the input, the config, the output folder, credentials an
 that cannot be reached) end with one line on stderr naming the problem, what was seen and the
 fix, and exit code 2.  A failure of the machine (disk full, out of memory) ends with one line
 and exit code 1; running the same command again resumes.  ``--debug`` shows the traceback
-instead.  Warnings are one line each (``sediment-xr: warning: ...``); warnings of the
-libraries underneath are shown only with ``--debug``.
+instead.  SIGINT (Ctrl-C) and SIGTERM stop a command cleanly: a run's submitted tasks are
+cancelled and its lock released, one line is printed and the exit code is 130 (SIGINT) or
+143 (SIGTERM); the same command resumes.  Warnings are one line each (``sediment-xr:
+warning: ...``); warnings of the libraries underneath are shown only with ``--debug``.
 
 Nothing printed holds a secret: every error, warning and stage message, and the output
 path, goes through :func:`sediment_xr._redact.redact` (URLs without user-info or query
@@ -21,7 +23,9 @@ import contextlib
 import errno
 import functools
 import logging
+import signal
 import sys
+import threading
 import warnings
 from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
@@ -29,6 +33,9 @@ from typing import Any
 
 EXIT_USAGE = 2
 EXIT_FAILURE = 1
+#: Exit codes of a run stopped by SIGINT (Ctrl-C) and SIGTERM: 128 + the signal's number.
+EXIT_SIGINT = 128 + signal.SIGINT
+EXIT_SIGTERM = 128 + signal.SIGTERM
 _NO_SPACE = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
 _MAX_MAPPING_BYTES = 1_000_000
 
@@ -343,10 +350,13 @@ def _show_warning(
 def _warnings_as_lines(debug: bool, secrets: Collection[str] = ()) -> Iterator[None]:
     """Show sediment_xr's warnings as one line each; other libraries' only with ``--debug``.
 
-    That includes what distributed logs at warning level (its workers' own loggers, in other
-    processes, are left as they are). `secrets` (filled in once the config is read) are
-    replaced in the lines.
+    That includes what distributed logs at warning level, here and in the workers of the
+    embedded cluster (:class:`sediment_xr.scheduler.EmbeddedWorkers`); the workers of an
+    existing cluster log as that cluster says. `secrets` (filled in once the config is read)
+    are replaced in the lines.
     """
+    import distributed  # noqa: F401  (its import sets its logger's level: before ours)
+
     from sediment_xr.exceptions import SedimentXRWarning
 
     # distributed logs its warnings instead of warning; they are shown with --debug too.
@@ -441,13 +451,50 @@ def _failure(err: BaseException, output: str | None = None) -> tuple[str, int] |
     return None
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds a command like ``KeyboardInterrupt`` does for SIGINT.
+
+    A ``BaseException``, so that nothing catches it as an error on the way: the tasks a run
+    submitted are cancelled and its lock released by the code it unwinds.
+    """
+
+
+def _raise_terminated(signum: int, frame: Any) -> None:
+    raise Terminated(signum)
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated` in the main thread while in the block."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set in the main thread
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stopped_line(name: str) -> str:
+    return (
+        f"sediment-xr: stopped by {name}: the run's tasks were cancelled and its lock "
+        "released; finished chunks are kept. Run the same command again to resume."
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sediment-xr`` command."""
+    """Entry point of the ``sediment-xr`` command.
+
+    Returns the exit code: 0, 2 (the input, config, output or storage), 1 (the machine), or,
+    when stopped, 130 (SIGINT, Ctrl-C) and 143 (SIGTERM), after one line on stderr.
+    """
     parser = _parser()
     args = parser.parse_args(argv)
     args.secrets = set()  # of the config, once read: replaced in every line printed
     try:
         with (
+            _sigterm_unwinds(),
             _warnings_as_lines(args.debug, args.secrets),
             _stage_messages(args.quiet, args.secrets),
         ):
@@ -457,8 +504,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return _cmd_evaluate(args)
             return _cmd_demo(args)
     except KeyboardInterrupt:
-        print("sediment-xr: interrupted; run the same command again to resume.", file=sys.stderr)
-        return 130
+        print(_stopped_line("SIGINT"), file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print(_stopped_line("SIGTERM"), file=sys.stderr)
+        return EXIT_SIGTERM
     except Exception as err:
         failure = None if args.debug else _failure(err, getattr(args, "output_folder", None))
         if failure is None:

@@ -608,10 +608,13 @@ def _label(
         out.remove_variables("labels", "statistic", "frame_quality", *stale)  # and indexes
         out.add_variables({"labels": labels, **per_frame})
         out.write_text("model.json", model.to_json())  # last: a run killed before refits
+    # The label mark is a chunk's last: a chunk marked labelled has all its marks, so the
+    # marks of a run stopped between two of them never count a chunk as labelled that this
+    # run writes again.
     marks = [("label", plan.fp_model)]
     variables = {"labels": labels, **per_frame, "frame_status": labels["frame_status"]}
     if config.ingest.store_frames:
-        marks.append(("frames", plan.fp_cube))
+        marks.insert(0, ("frames", plan.fp_cube))
         variables["frames"] = window
     n_chunks = len(plan.bounds)
     todo = {i for stage, fp in marks for i in pending(out.done_chunks(stage, fp), n_chunks)}
@@ -621,7 +624,7 @@ def _label(
         for stage, fp in marks:
             out.prepare_progress(stage, fp)
         order = sorted(todo, key=lambda i: (i not in kept, i))  # kept chunks are freed first
-        tasks = chunk_writes(out, variables, marks=marks, chunks=order)
+        tasks = chunk_writes(out, variables, marks=marks, chunks=order, fence=lock.fence())
         hold = [features]  # its kept chunks, until the tasks that read them are submitted
         del features, labels, percent, variables, window, per_frame
         lock.check()

@@ -25,6 +25,7 @@ from sediment_xr.exceptions import ConfigError, setting
 
 __all__ = [
     "IN_PROCESS_SCHEDULERS",
+    "EmbeddedWorkers",
     "SingleThreadedLibraries",
     "check_task_memory",
     "compute_tasks",
@@ -58,6 +59,31 @@ class SingleThreadedLibraries(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         """Set the limits in the worker process."""
         limit_threads()
+
+
+class EmbeddedWorkers(WorkerPlugin):
+    """Worker plugin: the embedded cluster's workers behave as parts of the command line.
+
+    They share its stderr and its process group, so they log ``distributed``'s messages at
+    the command line's ``level`` (a run stopped by a signal cancels its tasks without each
+    worker printing a warning about it; ``--debug`` shows them), and they ignore SIGINT:
+    Ctrl-C reaches the whole process group, and the command line stops the run and closes
+    the cluster itself, instead of each worker printing a ``KeyboardInterrupt`` traceback.
+    """
+
+    name = "sediment-xr-embedded-workers"
+
+    def __init__(self, level: int) -> None:
+        self.level = level
+
+    def setup(self, worker: Any) -> None:
+        """Set the log level and ignore SIGINT in the worker process."""
+        import signal
+        import threading
+
+        logging.getLogger("distributed").setLevel(self.level)
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @contextlib.contextmanager
@@ -207,6 +233,9 @@ def dask_client(scheduler: str | None, dask_config: Any) -> Iterator[Any]:
         Client(cluster) as client,
     ):
         client.register_plugin(SingleThreadedLibraries())
+        client.register_plugin(
+            EmbeddedWorkers(logging.getLogger("distributed").getEffectiveLevel())
+        )
         yield client
 
 

@@ -37,7 +37,7 @@ import re
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
@@ -51,6 +51,9 @@ from sediment_xr._fs import (
     write_inside,
 )
 from sediment_xr.exceptions import OutputError
+
+if TYPE_CHECKING:
+    from sediment_xr.lock import LockFence
 
 __all__ = [
     "COMPLETE_ATTR",
@@ -294,8 +297,17 @@ class Output:
         """Create the marks folder (local filesystems need it before tasks write into it)."""
         self.fs.makedirs(self.progress_dir(stage, fingerprint), exist_ok=True)
 
-    def mark_done(self, stage: str, fingerprint: str, index: int) -> None:
-        """Write the finished-chunk mark (after the chunk's data are written)."""
+    def mark_done(
+        self, stage: str, fingerprint: str, index: int, *, fence: LockFence | None = None
+    ) -> None:
+        """Write the finished-chunk mark (after the chunk's data are written).
+
+        With a ``fence`` (:meth:`sediment_xr.lock.OutputLock.fence`), the mark is written only
+        while the run still holds the output's lock: a run whose lock was taken over or
+        released raises OutputError instead of marking a chunk of another run.
+        """
+        if fence is not None:
+            fence.check(f"marking chunk {index} of {stage} done")
         self.fs.pipe(posixpath.join(self.progress_dir(stage, fingerprint), f"{index:06d}"), b"")
 
     def clear_progress(self, stage: str | None = None) -> None:
@@ -608,12 +620,19 @@ def _write_block(
     names: Sequence[str],
     starts: Sequence[int],
     marks: Sequence[tuple[str, str]],
+    fence: LockFence | None = None,
 ) -> np.ndarray:
-    """Task body: write one time chunk of every variable by region, then the chunk's marks."""
+    """Task body: write one time chunk of every variable by region, then the chunk's marks.
+
+    With a ``fence``, nothing is written unless the run still holds the output's lock, and
+    each mark is checked again (see :meth:`Output.mark_done`).
+    """
     import zarr
 
     start, stop = int(positions[0]), int(positions[-1]) + 1
     index = starts.index(start)
+    if fence is not None:
+        fence.check(f"writing chunk {index}")
     cube, staging = target.zarr_store(), target.zarr_store(STAGING)
     for name, block in zip(names, blocks, strict=True):
         if name in SHARDED:
@@ -621,7 +640,7 @@ def _write_block(
         store = staging if name in PER_FRAME else cube
         zarr.open_array(store, path=name, mode="r+", zarr_format=3)[start:stop] = block
     for stage, fingerprint in marks:
-        target.mark_done(stage, fingerprint, index)
+        target.mark_done(stage, fingerprint, index, fence=fence)
     return np.full(stop - start, index, dtype=np.int64)
 
 
@@ -631,6 +650,7 @@ def chunk_writes(
     *,
     marks: Sequence[tuple[str, str]],
     chunks: Sequence[int],
+    fence: LockFence | None = None,
 ) -> list[Any]:
     """One task per time chunk that writes every variable's chunk, then the chunk's marks.
 
@@ -644,6 +664,9 @@ def chunk_writes(
         The marks each task writes once its chunk is stored.
     chunks : sequence of int
         The time chunks to write (others are left out of the graph).
+    fence : sediment_xr.lock.LockFence, optional
+        The run's lock: each task checks it before writing and before each mark, so a run
+        that lost the lock writes no mark.
 
     Returns
     -------
@@ -673,6 +696,7 @@ def chunk_writes(
         names=tuple(variables),
         starts=starts,
         marks=tuple(marks),
+        fence=fence,
     )
     tasks = written.to_delayed().ravel()
     return [tasks[i] for i in chunks]

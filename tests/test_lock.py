@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from sediment_xr import lock as lock_module
 from sediment_xr import scheduler
 from sediment_xr.cli import main
 from sediment_xr.exceptions import OutputError
@@ -101,9 +102,9 @@ def test_stale_reasons():
     now = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime())
     assert stale_reason({"host": host, "pid": os.getpid(), "heartbeat": now}) == ""
     assert "no longer exists" in stale_reason({"host": host, "pid": _dead_pid(), "heartbeat": now})
+    # Another host's clock is never compared with ours: only watching its heartbeat tells.
     elsewhere = {"host": "hub-node-7", "pid": 12, "heartbeat": "2026-01-01T00:00:00+00:00"}
-    assert "last heartbeat" in stale_reason(elsewhere)
-    assert stale_reason({**elsewhere, "heartbeat": now}) == ""
+    assert stale_reason(elsewhere) == ""
     assert stale_reason({}, file_age=10.0) == ""  # unreadable but fresh: still someone's
     assert "cannot be read" in stale_reason({}, file_age=1e6)
 
@@ -118,11 +119,12 @@ def test_stale_lock_of_a_killed_run_is_taken_over(job, tmp_path, capsys):
     assert (out / "cover.csv").exists()
 
 
-def test_lock_of_a_silent_run_elsewhere_is_taken_over(job, tmp_path, capsys):
+def test_lock_of_a_silent_run_elsewhere_is_taken_over(job, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(lock_module, "STALE_SECONDS", 0.5)  # watched for 0.5 s, not 5 min
     out = tmp_path / "out"
     _lock_doc(out / ".sediment_xr" / "lock", host="hub-node-7", pid=99)
     assert main(["run", str(job), "--set", f"output={out}"]) == 0
-    assert "last heartbeat was" in capsys.readouterr().err
+    assert "heartbeat did not advance" in capsys.readouterr().err
 
 
 def test_second_concurrent_run_is_refused(job, tmp_path, capsys):
@@ -173,17 +175,6 @@ def test_garbage_lock_is_refused_while_fresh_and_taken_over_when_old(tmp_path, c
     with OutputLock(out, heartbeat=0) as lock:
         assert "cannot be read" in lock.taken_over
     assert sorted(p.name for p in path.parent.iterdir()) == []  # no stale-* or tmp leftovers
-
-
-def test_heartbeat_without_time_zone_is_read_as_utc(tmp_path):
-    out = Output(str(tmp_path / "out"))
-    _lock_doc(
-        tmp_path / "out" / ".sediment_xr" / "lock",
-        host="hub-node-7",
-        heartbeat="2020-01-01T00:00:00",
-    )
-    with OutputLock(out, heartbeat=0) as lock:
-        assert "last heartbeat" in lock.taken_over
 
 
 def test_a_run_notices_its_lock_was_taken_over(tmp_path):

@@ -192,9 +192,9 @@ def test_one_writer_lock_on_s3(s3):
         with pytest.raises(OutputError, match="being written by another sediment-xr run"):
             OutputLock(Output(out.url, options), heartbeat=0).acquire()
     assert not fs.exists("sediment-xr-test/locked/.sediment_xr/lock")
-    # A lock whose owner on another machine fell silent an hour ago is taken over.
+    # A lock whose owner on another machine is silent (watched for 0.5 s here) is taken over.
     old = "2026-01-01T00:00:00+00:00"
     stale = {"host": "hub-node-7", "pid": 12, "token": "t", "started": old, "heartbeat": old}
     fs.pipe("sediment-xr-test/locked/.sediment_xr/lock", json.dumps(stale).encode())
-    with OutputLock(Output(out.url, options), heartbeat=0) as lock:
-        assert "last heartbeat" in lock.taken_over
+    with OutputLock(Output(out.url, options), heartbeat=0, stale_seconds=0.5) as lock:
+        assert "heartbeat did not advance" in lock.taken_over
