@@ -64,7 +64,7 @@ from hypothesis.stateful import (
 from sediment_xr.cli import main
 from sediment_xr.exceptions import SedimentXRError
 from sediment_xr.results import open_results
-from sediment_xr.store import STATE_ATTR
+from sediment_xr.store import STATE_ATTR, Output
 from sediment_xr.testing import synthetic_series, write_video
 
 pytestmark = pytest.mark.slow
@@ -159,6 +159,10 @@ def same_results(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> bool:
         a[k].shape == b[k].shape and np.array_equal(a[k], b[k], equal_nan=a[k].dtype.kind == "f")
         for k in a
     )
+
+
+def pick(results: dict[str, np.ndarray], name: str) -> dict[str, np.ndarray]:
+    return {name: results[name]} if name in results else {}
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:
@@ -405,11 +409,7 @@ class OutputMachine(RuleBasedStateMachine):
             return self._resync()
         matches = [c for c in sorted(self.acceptable) if same_results(value, self.reference(c))]
         if not matches:
-            self.violation(
-                "read",
-                "open_results returned data that no finished run wrote "
-                f"(acceptable: {sorted(self.acceptable) or 'none, it must refuse'})",
-            )
+            self.violation("read", self._unexpected(value))
             return self._resync()
         self.acceptable, self.finished = {matches[0]}, True
 
@@ -424,6 +424,18 @@ class OutputMachine(RuleBasedStateMachine):
         if None not in self.models and MODEL_OF[config] not in self.models:
             return 2
         return None
+
+    def _unexpected(self, results: dict[str, np.ndarray]) -> str:
+        """What is wrong with results no acceptable config's run wrote."""
+        if not self.acceptable:
+            return "open_results opened an output that is not finished (it must refuse)"
+        config = sorted(self.acceptable)[0]
+        reference = self.reference(config)
+        wrong = [n for n in READ if not same_results(pick(results, n), pick(reference, n))]
+        return (
+            "open_results opened a cube that differs from the finished run of "
+            f"{config!r} in {', '.join(wrong)}"
+        )
 
     def _now_finished(self, config: str) -> None:
         self.acceptable, self.finished = {config}, True
@@ -472,3 +484,98 @@ def test_runs_kills_and_damage_never_make_unfinished_look_finished(world):
     """
     machine = type("Machine", (OutputMachine,), {"world": world})
     run_state_machine_as_test(machine, settings=machine_settings())
+
+
+# --------------------------------------------------------------------------------------------
+# the sequences the machine found, as explicit cases (each step is the machine's own rule)
+@pytest.fixture
+def machine(world) -> Iterator[OutputMachine]:
+    machine = type("Machine", (OutputMachine,), {"world": world})()
+    try:
+        yield machine
+    finally:
+        machine.teardown()
+
+
+def finished_then_damaged(machine: OutputMachine, what: str, how: str, at: float = 0.5):
+    machine.run(config="base", overwrite=False)
+    machine.reads_as_modelled()
+    machine.damage(what=what, how=how, at=at, pick=0)
+
+
+def test_deleted_cover_chunk_is_not_read_as_a_finished_cube(machine):
+    """Weakness: zarr reads a missing chunk as its fill value, so a finished cube that lost
+    its cover chunk opened as finished with a cover of NaN."""
+    finished_then_damaged(machine, "cover chunk", "delete")
+    machine.reads_as_modelled()
+
+
+def test_deleted_labels_shard_is_not_read_as_a_finished_cube(machine):
+    """Weakness: a finished cube that lost a labels shard opened as finished, its frames
+    labelled no data."""
+    finished_then_damaged(machine, "labels shard", "delete")
+    machine.reads_as_modelled()
+
+
+def test_damaged_root_zarr_json_is_refused_in_one_line(machine):
+    """Weakness: a truncated root zarr.json made open_results raise a JSONDecodeError."""
+    finished_then_damaged(machine, "root zarr.json", "truncate")
+    machine.reads_as_modelled()
+
+
+def test_damaged_state_attribute_is_refused_in_one_line(machine):
+    """Weakness: a garbled run state attribute made open_results raise a JSONDecodeError."""
+    finished_then_damaged(machine, "state attribute", "garble")
+    machine.reads_as_modelled()
+
+
+def test_refused_rerun_over_a_damaged_model_json_leaves_the_output_finished(machine):
+    """Weakness: a rerun marked the finished output incomplete, then failed on its damaged
+    model.json: the cube no longer opened."""
+    finished_then_damaged(machine, "model.json", "truncate")
+    machine.reads_as_modelled()  # the cube does not read model.json: still finished
+    machine.run(config="base", overwrite=False)
+    machine.reads_as_modelled()
+
+
+def test_overwrite_recovers_from_a_damaged_model_json(machine):
+    """Weakness: --overwrite with the same config kept the damaged model.json and failed on
+    it again, so the advised fix could not help."""
+    finished_then_damaged(machine, "model.json", "truncate")
+    machine.run(config="base", overwrite=True)
+    machine.reads_as_modelled()
+
+
+def test_rerun_does_not_copy_a_damaged_staged_cover_into_a_finished_cube(machine):
+    """Weakness: a rerun of the same config gathered the by-chunk copy of the cover
+    (.sediment_xr/by_chunk.zarr) into the finished cube again without checking it: with 8
+    garbled bytes it exited 0 and the cube's cover read 63480 %."""
+    finished_then_damaged(machine, "staged cover chunk", "garble")
+    machine.run(config="base", overwrite=False)
+    machine.reads_as_modelled()
+
+
+def test_overwrite_recovers_from_an_emptied_staged_cover_chunk(machine):
+    """Weakness: an emptied chunk of .sediment_xr/by_chunk.zarr made every rerun, even with
+    --overwrite, end in a zstd RuntimeError traceback."""
+    finished_then_damaged(machine, "staged cover chunk", "empty")
+    machine.run(config="base", overwrite=True)
+    machine.reads_as_modelled()
+
+
+def test_frames_stored_again_after_a_run_stopped_between_removing_them_and_their_marks(
+    machine,
+):
+    """Weakness: a run killed after it removed the stored frames (store_frames turned off)
+    but before it forgot their chunk marks left marks that outlived the frames; the next
+    run that stored frames trusted them, wrote none and finished with every frame 0. The
+    kill point is a window of milliseconds, so the state it leaves is made here with the
+    run's own first half of that step (Output.remove_variables)."""
+    machine.run(config="frames", overwrite=False)
+    machine.reads_as_modelled()
+    Output(str(machine.out)).remove_variables("frames")  # killed before clear_progress
+    machine.acceptable, machine.finished = set(), False  # no longer a finished output
+    machine.run(config="base", overwrite=True)
+    machine.reads_as_modelled()
+    machine.run(config="frames", overwrite=False)
+    machine.reads_as_modelled()
