@@ -102,6 +102,8 @@ TARGETS: dict[str, Callable[[str], bool]] = {
     "chunk mark": lambda p: p.startswith(".sediment_xr/progress/"),
 }
 DAMAGES = ("truncate", "garble", "empty", "delete")
+#: Exit code of a forked run whose ``main`` raised (what a user sees as a traceback).
+CHILD_RAISED = 98
 #: Most seconds a child run may take before it is called hung.
 CHILD_TIMEOUT = 120.0
 
@@ -229,8 +231,13 @@ def damage_state(root_json: Path, how: str, at: float) -> None:
 # --------------------------------------------------------------------------------------------
 # a run killed at a random point
 @contextlib.contextmanager
-def forked_run(config: Path, out: Path, overrides: list[str], overwrite: bool) -> Iterator[int]:
-    """A child process running ``main`` on the output; yields its pid, reaps it after."""
+def forked_run(
+    config: Path, out: Path, overrides: list[str], overwrite: bool, raised: Path
+) -> Iterator[int]:
+    """A child process running ``main`` on the output; yields its pid, reaps it after.
+
+    A child whose ``main`` raises writes the exception's last line to ``raised``.
+    """
     argv = ["run", str(config), "--set", f"output={out}", *overrides, *RUN]
     argv += ["--overwrite"] if overwrite else []
     pid = os.fork()
@@ -242,8 +249,9 @@ def forked_run(config: Path, out: Path, overrides: list[str], overwrite: bool) -
             os.dup2(devnull, 2)
             sys.stdout = sys.stderr = open(os.devnull, "w")  # closed by os._exit
             code = main(argv)
-        except BaseException:
-            code = 98
+        except BaseException as exc:
+            raised.write_text(traceback.format_exception_only(exc)[-1].strip())
+            code = CHILD_RAISED
         finally:
             os._exit(code)
     try:
@@ -359,7 +367,9 @@ class OutputMachine(RuleBasedStateMachine):
     def kill(self, config: str, overwrite: bool, when: tuple[str, float]) -> None:
         """A run SIGKILLed after a random delay, or once ``k`` more chunks are labelled."""
         expected = self._expected_code(config, overwrite)
-        with forked_run(self.world["config"], self.out, CONFIGS[config], overwrite) as pid:
+        raised = self.tmp / "raised.txt"
+        raised.unlink(missing_ok=True)
+        with forked_run(self.world["config"], self.out, CONFIGS[config], overwrite, raised) as pid:
             code = kill_when(pid, self.out, when)
         step = f"kill {config}{' --overwrite' if overwrite else ''} at {when}"
         if code == 0:
@@ -368,6 +378,10 @@ class OutputMachine(RuleBasedStateMachine):
             self.acceptable.add(config)
             self.models.add(MODEL_OF[config])
             self.finished = False
+        elif code == CHILD_RAISED:
+            last = raised.read_text() if raised.exists() else "(not recorded)"
+            self.violation(step, f"the command line raised (a traceback): {last}")
+            self._resync()
         elif code != 2 or expected == 0:
             self.violation(step, f"the run ended by itself with exit {code}")
             self._resync()
@@ -467,8 +481,8 @@ class OutputMachine(RuleBasedStateMachine):
 
 def machine_settings() -> settings:
     return settings(
-        max_examples=int(os.environ.get("SEDIMENT_XR_STATEFUL_EXAMPLES", "6")),
-        stateful_step_count=10,
+        max_examples=int(os.environ.get("SEDIMENT_XR_STATEFUL_EXAMPLES", "5")),
+        stateful_step_count=8,
         deadline=None,
         derandomize=True,
         database=None,
