@@ -593,3 +593,11 @@ def test_frames_stored_again_after_a_run_stopped_between_removing_them_and_their
     machine.reads_as_modelled()
     machine.run(config="frames", overwrite=False)
     machine.reads_as_modelled()
+
+
+def test_overwrite_recovers_from_a_damaged_root_zarr_json(machine):
+    """Weakness: with a truncated root zarr.json every rerun, even with --overwrite, ended in
+    a JSONDecodeError traceback."""
+    finished_then_damaged(machine, "root zarr.json", "truncate")
+    machine.run(config="base", overwrite=True)
+    machine.reads_as_modelled()
