@@ -385,6 +385,8 @@ class OutputMachine(RuleBasedStateMachine):
         elif code != 2 or expected == 0:
             self.violation(step, f"the run ended by itself with exit {code}")
             self._resync()
+        elif overwrite:  # refused, but it may have started replacing the output
+            self.models.add(MODEL_OF[config])
 
     @precondition(lambda self: self.out.exists())
     @rule(
