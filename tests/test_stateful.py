@@ -445,13 +445,12 @@ class OutputMachine(RuleBasedStateMachine):
         """What is wrong with results no acceptable config's run wrote."""
         if not self.acceptable:
             return "open_results opened an output that is not finished (it must refuse)"
-        config = sorted(self.acceptable)[0]
-        reference = self.reference(config)
-        wrong = [n for n in READ if not same_results(pick(results, n), pick(reference, n))]
-        return (
-            "open_results opened a cube that differs from the finished run of "
-            f"{config!r} in {', '.join(wrong)}"
-        )
+        diffs = []
+        for config in sorted(self.acceptable):
+            reference = self.reference(config)
+            wrong = [n for n in READ if not same_results(pick(results, n), pick(reference, n))]
+            diffs.append(f"of {config!r} in {', '.join(wrong)}")
+        return f"open_results opened a cube that differs from the finished run {'; '.join(diffs)}"
 
     def _now_finished(self, config: str) -> None:
         self.acceptable, self.finished = {config}, True
