@@ -26,12 +26,13 @@ is used as it is (no scale factor). The cover of a single cluster has no mixing 
 what its centre takes, not a claim about what lies on the seafloor.
 
 Measured on :func:`sediment_xr.testing.realistic_series` (``benchmarks/accuracy.md``,
-"Intervals"): without the mixing term the class intervals held the true mat cover on 0-100 %
-of a scene's good frames (a half-mat cluster biased some scenes 0.6-1.2 pp); with it, on
-calibration seeds and on held-out seeds (512 x 512 MJPEG steady and ageing, 1024 x 1024
-H.264), every scene was held on at least 90 % of its good frames. The price is width: the
-class intervals are about 1-5 pp wide (wider on H.264, whose chroma smearing puts more
-clusters on the class boundary) where they were 1-3 pp.
+"Intervals that hold a mixed cluster"): without the mixing term the class intervals held the
+true mat cover on 0-100 % of a scene's good frames (a half-mat cluster biased some scenes
+0.4-1.2 pp); with it, on calibration, validation and held-out seeds (512 x 512 MJPEG steady
+and ageing, 1024 x 1024 H.264 with either x264 thread setting), every scene was held on at
+least 90 % of its good frames. The price is width: the class intervals are 1.1-5.9 pp wide
+(wider on H.264, whose chroma smearing puts more clusters on the class boundary) where they
+were 0.7-3.5 pp.
 """
 
 from __future__ import annotations
