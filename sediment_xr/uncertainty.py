@@ -175,11 +175,10 @@ def _mixed_share(total: np.ndarray, members: np.ndarray) -> np.ndarray:
     outside, those within the margin of one of the group's. A pixel near two such partners
     counts twice (as in the boundary terms of the interval); the share is clipped to 1.
     """
-    k = len(total)
     own = np.diag(total).astype(np.float64)
     off = total - np.diag(own)
     across = np.where(members[:, :, None] != members[:, None, :], off[None, :, :], 0.0).sum(axis=2)
-    return np.clip(across / np.maximum(own, 1.0)[None, :], 0.0, 1.0) * (own > 0)[None, :k]
+    return np.clip(across / np.maximum(own, 1.0)[None, :], 0.0, 1.0) * (own > 0)[None, :]
 
 
 def _mixing(counts: np.ndarray, members: np.ndarray, scale: float) -> np.ndarray:

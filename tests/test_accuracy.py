@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 import sediment_xr as sx
 from sediment_xr import pipeline
@@ -23,7 +24,7 @@ from sediment_xr.cluster import refit_stability
 from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig
 from sediment_xr.evaluate import match_clusters
 from sediment_xr.testing import realistic_series, write_video
-from sediment_xr.uncertainty import boundary_pixels, class_interval
+from sediment_xr.uncertainty import boundary_pixels, class_interval, class_mixing
 
 EVENTS = {"dark": [4], "moved": [9], "occluded": [13, 21], "turbid": [17], "overexposed": [19]}
 #: Mean width (pp) the mat intervals stay under. Measured with the mixing term: 2.3-5.4 on
@@ -154,3 +155,21 @@ def test_clusters_json_reports_stability(run):
     clusters = json.loads(Path(result.output, "clusters.json").read_text())
     assert [c["stability_pp"] for c in clusters["clusters"]] == stability["cover_spread"]
     assert clusters["n_refits"] == 4
+
+
+def test_mixing_is_each_boundary_clusters_share_of_its_cover():
+    """Weakness: a class's interval had no term for a cluster that holds two classes.
+
+    Three clusters, classes ``sand = [0, 1]`` and ``mat = [2]``: cluster 1 has 40 of its 100
+    pixels near mat's centre, cluster 2 has 10 of its 50 near cluster 1's, cluster 0 borders
+    only cluster 1 (inside its class). The mixing is ``hypot(0.2 x 25 %, 0.4 x 50 %)`` for both
+    classes, whatever the frame, and nothing for a class that borders no other.
+    """
+    frame = np.array([[50, 20, 0], [30, 100, 40], [0, 10, 50]])
+    counts = np.stack([frame, frame])
+    boundary = xr.DataArray(counts, dims=("time", "cluster", "partner"), coords={"time": [0, 1]})
+    mixing = class_mixing(boundary, {"sand": [0, 1], "mat": [2]}, pixels=200)
+    np.testing.assert_allclose(mixing.values, np.hypot(0.2 * 25.0, 0.4 * 50.0))
+    assert mixing.attrs["units"] == "percent"
+    alone = class_mixing(boundary, {"all": [0, 1, 2]}, pixels=200)
+    np.testing.assert_array_equal(alone.values, 0.0)
