@@ -9,20 +9,27 @@ mat cover, its trend, its 95 % intervals and the frame flags are checked against
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import xarray as xr
 
 import sediment_xr as sx
 from sediment_xr import pipeline
+from sediment_xr.cluster import refit_stability
 from sediment_xr.config import Config, CropConfig, IngestConfig, PreprocessConfig
 from sediment_xr.evaluate import match_clusters
 from sediment_xr.testing import realistic_series, write_video
+from sediment_xr.uncertainty import boundary_pixels, class_interval, class_mixing
 
 EVENTS = {"dark": [4], "moved": [9], "occluded": [13, 21], "turbid": [17], "overexposed": [19]}
+#: Mean width (pp) the mat intervals stay under. Measured with the mixing term: 2.3-5.4 on
+#: these scenes (either x264 thread setting), 4.4-5.9 on `benchmarks/accuracy.py --h264`'s.
+WIDTH_PP = 6.0
 SCENES = {
     "steady": {"seed": 21},
     "ageing_with_events": {"seed": 22, "lamp_ageing": 0.3, "events": EVENTS},
@@ -64,24 +71,65 @@ def test_mat_cover_and_trend_match_the_planted_truth(run):
     assert fitted["n"] == good.sum()  # trend.csv: n is the frames the fit used
 
 
-def test_intervals_bracket_the_cover(run):
-    """The intervals are there and bracket each good frame's cover.
-
-    Whether they hold the *true* cover on 90 % of good frames is not asserted: measured, it
-    held on all six scenes of `benchmarks/accuracy.py --h264`, but on these two scenes it
-    ranged from 4 % to 100 % with the encoder's thread count (x264 output), so it is not yet
-    a property of the method (issue 11 stays open on it).
-    """
-    _, result = run
-    cube = result.open()
+def _mat_interval(cube):
     good = cube["frame_quality"].values == 0
-    mat = cube["class_cover"].sel({"class": "mat"}).values
     low = cube["class_cover_low"].sel({"class": "mat"}).values
     high = cube["class_cover_high"].sel({"class": "mat"}).values
+    return good, low, high
+
+
+def test_intervals_bracket_the_cover(run):
+    """The intervals are there, bracket each good frame's cover and say something."""
+    _, result = run
+    cube = result.open()
+    good, low, high = _mat_interval(cube)
+    mat = cube["class_cover"].sel({"class": "mat"}).values
     assert ((low <= mat + 1e-9) & (mat <= high + 1e-9))[good].all()
-    assert 0 < (high - low)[good].mean() < 4.0  # informative, not everything
+    assert 0 < (high - low)[good].mean() < WIDTH_PP  # informative, not everything
     for name in ("cover_low", "cover_high", "class_cover_low", "class_cover_high"):
         assert cube[name].attrs["units"] == "percent"
+
+
+def test_intervals_hold_the_true_cover(run):
+    """Weakness: a cluster half mat, half pebbles, named one way, biased the cover beyond
+    intervals built from the pixels alone (4 % of these frames held with one x264 thread).
+
+    The class intervals carry the mixing term of such clusters (issue 11): they hold the
+    true mat cover on at least 90 % of the good frames.
+    """
+    scene, result = run
+    good, low, high = _mat_interval(result.open())
+    true = scene["true_cover"].values
+    held = (true >= low - 1e-9) & (true <= high + 1e-9)
+    assert held[good].mean() >= 0.9, (held[good].mean(), (high - low)[good].mean())
+
+
+def test_class_interval_holds_a_scene_with_a_half_mat_cluster():
+    """Weakness: the interval held what the pixels say, not a cluster's naming.
+
+    A steady 512 x 512 scene (seed 15, default method) has a cluster 45 % mat named
+    sediment: its mat cover is ~0.9 pp low on every frame, and the interval of the pixels
+    alone held none of its frames. With the classes' mixing term it holds them.
+    """
+    scene = realistic_series(36, size=512, seed=15)
+    window = sx.crop(scene["frames"], rows=[-scene.attrs["crop_rows"], None])
+    light = sx.fit_illumination(window)
+    features = sx.preprocess(window, illumination=light)
+    sample = sx.sample_pixels(features, sample_size=200_000)
+    model = sx.fit_kmeans(sample, n_clusters=12, illumination=light)
+    model = dataclasses.replace(model, stability=refit_stability(sample, model))
+    labels = sx.label(features, model, median_filter=3).compute()
+    classes = match_clusters(labels, scene["mask"].values, class_names=["sediment", "mat"])
+    cover = sx.merge_classes(sx.cover(labels), classes)
+    boundary = boundary_pixels(features, model).compute()
+    pixels = labels.sizes["y"] * labels.sizes["x"]
+    true = scene["true_cover"].values
+    mat = cover.sel({"class": "mat"}).values
+    assert (mat - true).mean() < -0.5  # the scene is the hard case: a half-mat cluster
+    low, high = class_interval(cover, boundary, model, classes, pixels)
+    low, high = low.sel({"class": "mat"}).values, high.sel({"class": "mat"}).values
+    assert ((true >= low) & (true <= high)).mean() >= 0.9
+    assert (high - low).mean() < WIDTH_PP
 
 
 def test_flags_catch_bad_frames_and_spare_good_ones(run):
@@ -107,3 +155,21 @@ def test_clusters_json_reports_stability(run):
     clusters = json.loads(Path(result.output, "clusters.json").read_text())
     assert [c["stability_pp"] for c in clusters["clusters"]] == stability["cover_spread"]
     assert clusters["n_refits"] == 4
+
+
+def test_mixing_is_each_boundary_clusters_share_of_its_cover():
+    """Weakness: a class's interval had no term for a cluster that holds two classes.
+
+    Three clusters, classes ``sand = [0, 1]`` and ``mat = [2]``: cluster 1 has 40 of its 100
+    pixels near mat's centre, cluster 2 has 10 of its 50 near cluster 1's, cluster 0 borders
+    only cluster 1 (inside its class). The mixing is ``hypot(0.2 x 25 %, 0.4 x 50 %)`` for both
+    classes, whatever the frame, and nothing for a class that borders no other.
+    """
+    frame = np.array([[50, 20, 0], [30, 100, 40], [0, 10, 50]])
+    counts = np.stack([frame, frame])
+    boundary = xr.DataArray(counts, dims=("time", "cluster", "partner"), coords={"time": [0, 1]})
+    mixing = class_mixing(boundary, {"sand": [0, 1], "mat": [2]}, pixels=200)
+    np.testing.assert_allclose(mixing.values, np.hypot(0.2 * 25.0, 0.4 * 50.0))
+    assert mixing.attrs["units"] == "percent"
+    alone = class_mixing(boundary, {"all": [0, 1, 2]}, pixels=200)
+    np.testing.assert_array_equal(alone.values, 0.0)
