@@ -172,7 +172,7 @@ def test_stopped_run_releases_its_lock_and_resumes_at_once(job, tmp_path, name, 
     assert proc.returncode == code, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"sediment-xr: stopped by {name}: ") and "resume" in lines[0]
+    assert lines[0].startswith(f"sediment-xr: interrupted by {name}: ") and "resume" in lines[0]
     assert not (out / ".sediment_xr" / "lock").exists()  # released: nothing to take over
     done = _label_marks(out)
     time.sleep(2.0)
