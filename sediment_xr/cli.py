@@ -478,7 +478,7 @@ def _sigterm_unwinds() -> Iterator[None]:
 
 def _stopped_line(name: str) -> str:
     return (
-        f"sediment-xr: stopped by {name}: the run's tasks were cancelled and its lock "
+        f"sediment-xr: interrupted by {name}: the run's tasks were cancelled and its lock "
         "released; finished chunks are kept. Run the same command again to resume."
     )
 

@@ -289,7 +289,6 @@ class _S3Document(_Document):
         raise OSError(f"the lock {self.path} kept changing while it was read")
 
     def create(self, data: bytes) -> Any | None:
-        self.fs.makedirs(posixpath.dirname(self.path), exist_ok=True)
         try:
             reply = self.fs.pipe_file(self.path, data, mode="create")
         except OSError as err:

@@ -1,9 +1,9 @@
 """A lock you can trust (issue 14): each test names the weakness it guards.
 
-- a run stopped by SIGTERM or SIGINT (the real CLI with its LocalCluster on 127.0.0.1) must
-  cancel its tasks, release its lock and exit 143 / 130 with one line, so that the same
-  command run at once resumes without waiting for a stale lock, and ends with the answer of
-  an uninterrupted run;
+- a run stopped by SIGTERM (to its process) or Ctrl-C (SIGINT to its process group), the
+  real CLI with its LocalCluster on 127.0.0.1, must cancel its tasks, release its lock and
+  exit 143 / 130 with one line, so that the same command run at once resumes without taking
+  over a lock, and ends with the answer of an uninterrupted run;
 - two runs starting in the same instant on an object store (a real moto S3 server on
   127.0.0.1) must not both get the lock (the lock was written, then read back);
 - a run whose lock was taken over must not mark chunks done (no fencing);
@@ -172,7 +172,7 @@ def test_stopped_run_releases_its_lock_and_resumes_at_once(job, tmp_path, name, 
     assert proc.returncode == code, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1, stderr
-    assert lines[0].startswith(f"sediment-xr: stopped by {name}: ") and "resume" in lines[0]
+    assert lines[0].startswith(f"sediment-xr: interrupted by {name}: ") and "resume" in lines[0]
     assert not (out / ".sediment_xr" / "lock").exists()  # released: nothing to take over
     done = _label_marks(out)
     time.sleep(2.0)

@@ -84,9 +84,9 @@ def test_unfinished_stored_frames(config, monkeypatch):
     )
     original = store.Output.mark_done
 
-    def frames_mark_lost_at_chunk_three(self, stage, fingerprint, index):
+    def frames_mark_lost_at_chunk_three(self, stage, fingerprint, index, **kwargs):
         if (stage, index) != ("frames", 3):  # killed between the chunk's two marks
-            original(self, stage, fingerprint, index)
+            original(self, stage, fingerprint, index, **kwargs)
 
     monkeypatch.setattr(store.Output, "mark_done", frames_mark_lost_at_chunk_three)
     with pytest.raises(sx.OutputError, match="frames did not finish: 1 of 4 chunks"):
