@@ -106,7 +106,22 @@ def redact(value: Any, secrets: Collection[str] = ()) -> Any:
 
 
 def redact_options(options: Any, key: str = "") -> Any:
-    """Storage options (or headers) with every value but a harmless one redacted, keys kept."""
+    """Storage options (or headers) with every value but a harmless one redacted, keys kept.
+
+    Parameters
+    ----------
+    options : Any
+        A mapping of options (nested mappings and lists are walked), or one value.
+    key : str, optional
+        The key `options` is the value of (a key of :data:`HARMLESS` may keep its value).
+
+    Returns
+    -------
+    Any
+        The same layout with every value :data:`REDACTED` but ``true``, ``false``,
+        ``null``, and under a key of :data:`HARMLESS` a number, a short name or (for
+        ``endpoint_url``) the URL's scheme, host and port.
+    """
     if isinstance(options, Mapping):
         return {k: redact_options(v, str(k)) for k, v in options.items()}
     if isinstance(options, list | tuple):
@@ -126,8 +141,18 @@ def redact_options(options: Any, key: str = "") -> Any:
 def secret_values(data: Any) -> set[str]:
     """The secret strings of config data: what :func:`redact` replaces, as given.
 
-    Values of ``storage_options`` and ``headers`` mappings (and the words of a header such
-    as ``Bearer <token>``), and the user-info and query values of URLs.
+    Parameters
+    ----------
+    data : Any
+        Config data, e.g. :meth:`sediment_xr.config.Config.to_dict`.
+
+    Returns
+    -------
+    set of str
+        The values of ``storage_options`` and ``headers`` mappings that
+        :func:`redact_options` replaces (and their long words: the token of ``Bearer
+        <token>``, the key of ``AccountKey=<key>``), and the user-info and query values of
+        URLs; only those of 8 characters or more (see :func:`redact`'s ``secrets``).
     """
     found: set[str] = set()
     if isinstance(data, Mapping):
