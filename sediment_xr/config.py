@@ -362,8 +362,12 @@ class Config(_Section):
 
     @property
     def run_name(self) -> str:
-        """``name``, or the output folder's name."""
-        return self.name or os.path.basename(self.output.rstrip("/\\")) or "run"
+        """``name``, or the output folder's name (of a URL: without user-info or query)."""
+        folder = self.output
+        shown = redact(folder)
+        if shown != folder:  # a URL with credentials or a signature: not in the name
+            folder = shown.split("?", 1)[0].split("#", 1)[0].rpartition("@")[2]
+        return self.name or os.path.basename(folder.rstrip("/\\")) or "run"
 
     def fingerprint(self, stage: str, *extra: Any) -> str:
         """Hash of what a stage depends on (:func:`stage_settings`), plus ``extra`` values."""

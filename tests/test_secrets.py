@@ -539,3 +539,21 @@ def test_urls_of_a_config_lose_user_info_and_query_values_but_keep_globs():
     )
     found = leaks(planted, {"config.resolved.yaml": dump_config(config).encode()})
     assert not found, "\n".join(found)
+
+
+def test_run_name_from_an_output_url_holds_no_signature_or_user_info():
+    """Weakness: a run named after its output folder took the URL's query or user-info
+    into the ``run`` column of cover.parquet and the id of item.json."""
+    from sediment_xr.config import Config
+
+    secret = token()
+    names = [
+        Config(input="in.mp4", output=url).run_name
+        for url in (
+            f"s3://bucket/run?versionId={secret}",
+            f"https://camera:{secret}@host/runs/run/",
+            f"s3://key:{secret}@bucket",
+            "results/run",
+        )
+    ]
+    assert names == ["run", "run", "bucket", "run"]
