@@ -499,6 +499,7 @@ def _prepare_cube(config: Config, out: Output, window: xr.DataArray, plan: _Plan
             out.clear_progress("frames")  # first: marks never outlive the frames they vouch for
             out.remove_variables("frames")
         out.update_attrs(title=_title(store_frames))
+        out.forget_damaged_chunks()  # computed again: neither trusted nor gathered
     out.set_state(plan.state, complete=False)
 
 
