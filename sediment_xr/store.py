@@ -25,6 +25,25 @@ tiny objects; and the finished cube has consolidated metadata, so opening it is 
 Consolidated metadata is a copy, so the run itself never reads it, and the first change of
 a finished cube (its state attribute set to not complete) rewrites the root ``zarr.json``
 without it.
+
+Damage done to the stored chunks after they were written (layout 5, :data:`CHECKED_LAYOUT`):
+
+- every array the run writes (cube and :data:`STAGING`, numbers and times) ends its codecs
+  with a crc32c checksum (:func:`compressors`), so changed or cut bytes fail when read
+  instead of reading as other numbers; reads through :meth:`Output.checked_array` (the
+  staged series, ``labels`` and ``frames`` of :func:`sediment_xr.open_results`) turn that
+  failure into one line naming the file (:class:`DamagedOutputError`);
+- every chunk is written, even one of fill values only, so a missing or empty chunk file is
+  damage (:meth:`Output.absent_chunks`: one listing, no data read);
+- a run on an existing cube first checks each chunk marked labelled
+  (:meth:`Output.forget_damaged_chunks`): its shards of ``labels`` and ``frames`` must exist
+  and its staged per-frame chunks must exist and pass their checksums; any other chunk loses
+  its mark and is computed again, never gathered. The content of the shards is not read by a
+  run (that would cost a read of every label): a garbled shard is found when it is read, and
+  the message says to delete it so that the next run computes it again.
+
+Not guaranteed: a chunk replaced by another valid chunk (its checksum matches), and cubes of
+earlier layouts (no checksums; chunks of fill values only were not written).
 """
 
 from __future__ import annotations
