@@ -658,41 +658,45 @@ class Output:
             absent += [f"cube.zarr/{key}" for key in keys if not files.get(key)]
         return absent
 
-    def forget_damaged_chunks(self) -> list[int]:
-        """Forget the label marks of time chunks whose stored data are missing or damaged.
+    def forget_damaged_chunks(self) -> dict[str, list[int]]:
+        """Forget the marks of time chunks whose stored data are missing or damaged.
 
-        For every chunk marked labelled: its shard of ``labels`` (and ``frames``) must be in
-        ``cube.zarr``, not empty, and its chunk of each per-frame series in :data:`STAGING`
-        must be there and read (checksum). A chunk failing one of these loses its marks, so
-        the run computes it again instead of trusting (and gathering) what is stored. The
-        shards' content is not read (that would read every label): garbled bytes inside a
-        shard are found when it is read (:meth:`checked_array`).
+        For every chunk marked labelled, its shard of ``labels`` must be in ``cube.zarr``,
+        not empty, and its chunk of each per-frame series in :data:`STAGING` must be there
+        and read (checksum); for every chunk marked ``frames``, its shard of ``frames`` must
+        be there, not empty. A chunk failing one of these loses that mark, so the run
+        computes it again instead of trusting (and gathering) what is stored. The shards'
+        content is not read (that would read every label): garbled bytes inside a shard are
+        found when it is read (:meth:`checked_array`).
 
         Returns
         -------
-        list of int
-            The time chunks forgotten.
+        dict of str to list of int
+            The time chunks forgotten, by stage (``label``, ``frames``).
         """
-        marks = self._label_marks()
-        if not marks:
-            return []
-        bad: set[int] = set()
+        marks = {stage: self._marks(stage) for stage in ("label", "frames")}
+        if not any(marks.values()):
+            return {}
+        bad: dict[str, set[int]] = {"label": set(), "frames": set()}
         cube = self._files("cube.zarr")
         for name, meta in self._arrays("cube.zarr", cube).items():
             if name in SHARDED:
+                stage = "frames" if name == "frames" else "label"
                 tail = "/0" * (len(meta["shape"]) - 1)
-                bad |= {i for i in marks if not cube.get(f"{name}/c/{i}{tail}")}
+                bad[stage] |= {i for i in marks[stage] if not cube.get(f"{name}/c/{i}{tail}")}
         staging = self._files(STAGING)
         for name, meta in self._arrays(STAGING, staging).items():
             if name in PER_FRAME:
-                bad |= self._unreadable_staged(name, meta, staging, set(marks) - bad)
-        for index in sorted(bad):
-            for path in marks[index]:
-                self.fs.rm_file(path)
-        return sorted(bad)
+                todo = set(marks["label"]) - bad["label"]
+                bad["label"] |= self._unreadable_staged(name, meta, staging, todo)
+        for stage, chunks in bad.items():
+            for index in chunks:
+                for path in marks[stage][index]:
+                    self.fs.rm_file(path)
+        return {stage: sorted(chunks) for stage, chunks in bad.items() if chunks}
 
-    def _label_marks(self) -> dict[int, list[str]]:
-        """The label marks of every fingerprint, by time chunk."""
+    def _marks(self, stage: str) -> dict[int, list[str]]:
+        """The marks of a stage (every fingerprint), by time chunk."""
         fs, base = self.fs, self.path(".sediment_xr", "progress")
         fs.invalidate_cache(base)
         try:
@@ -702,7 +706,7 @@ class Output:
         marks: dict[int, list[str]] = {}
         for path in found:
             folder, name = posixpath.split(path)
-            if posixpath.basename(folder).startswith("label-") and name.isdigit():
+            if posixpath.basename(folder).startswith(f"{stage}-") and name.isdigit():
                 marks.setdefault(int(name), []).append(path)
         return marks
 
