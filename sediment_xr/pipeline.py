@@ -493,11 +493,13 @@ def _prepare_cube(config: Config, out: Output, window: xr.DataArray, plan: _Plan
             out.clear_progress("label")
         cube = out.open_cube()
         if store_frames and "frames" not in cube:
+            out.clear_progress("frames")  # marks of frames removed by a run stopped after that
             out.add_variables({"frames": window})
         elif not store_frames and "frames" in cube:
+            out.clear_progress("frames")  # first: marks never outlive the frames they vouch for
             out.remove_variables("frames")
-            out.clear_progress("frames")
         out.update_attrs(title=_title(store_frames))
+        out.forget_damaged_chunks()  # computed again: neither trusted nor gathered
     out.set_state(plan.state, complete=False)
 
 

@@ -4,6 +4,22 @@ Zarr reads a chunk that was never written as its fill value, so a cube left by a
 looks like data. :func:`open_results` trusts a cube only when its ``sediment_xr_complete``
 attribute is true; otherwise it reports, from the run's own records (the completion marks of
 every chunk and the files of the output folder), which stages and frames are not done.
+
+A finished cube is also checked for damage done to it after the run (cubes of layout
+:data:`sediment_xr.store.CHECKED_LAYOUT` or later: every chunk written, each with a crc32c
+checksum), and refused in one line naming the damaged file:
+
+- every chunk (or shard) file of every array must exist and not be empty (one listing of
+  ``cube.zarr``, no data read);
+- every variable but ``labels`` and ``frames`` (the per-frame series, coordinates, trends:
+  small) is read at open, so a chunk whose bytes changed fails its checksum there;
+- ``labels`` and ``frames`` are not read at open (they are most of the cube): a shard whose
+  bytes changed raises :class:`sediment_xr.store.DamagedOutputError` (one line, naming the
+  shard) when that part is read, not at open. A rerun does not read them either: deleting the
+  named shard makes the next run compute that chunk again.
+
+Not guaranteed: damage that keeps each chunk's checksum valid (a chunk replaced by another
+valid chunk), and cubes of earlier layouts (no checksums, chunks of fill values not written).
 """
 
 from __future__ import annotations
@@ -17,15 +33,23 @@ import xarray as xr
 
 from sediment_xr.exceptions import OutputError, SedimentXRWarning
 from sediment_xr.store import (
+    CHECKED_LAYOUT,
+    CHUNK_ERRORS,
     COMPLETE_ATTR,
     PER_FRAME,
+    RERUN_FIX,
+    SHARDED,
     TABLE_FILES,
     Output,
     chunk_bounds,
+    damaged,
     pending,
 )
 
 __all__ = ["missing", "open_cover", "open_results"]
+
+#: The fix for a damaged coordinate: runs write coordinates only when they create the cube.
+_FRESH_FIX = "Delete cube.zarr and run the same `sediment-xr run` again to recompute it."
 
 
 def _frame_ranges(chunks: list[int], bounds: list[tuple[int, int]]) -> str:
@@ -142,7 +166,36 @@ def open_results(
                 "allow_incomplete=True to read what is there."
             )
         warnings.warn(message, SedimentXRWarning, stacklevel=2)
-        cube = _with_staged(out, cube)
+        return _with_staged(out, cube)
+    return _checked(out, cube)
+
+
+def _checked(out: Output, cube: xr.Dataset) -> xr.Dataset:
+    """A finished cube, refused if a chunk is missing or a small variable does not read.
+
+    ``labels`` and ``frames`` come back reading through their checksums with a one-line
+    error (see the module docstring for what is and is not checked).
+    """
+    state = out.state() or {}
+    if state.get("layout", 0) < CHECKED_LAYOUT:
+        return cube
+    absent = out.absent_chunks()
+    if absent:
+        more = f" and {len(absent) - 1} other chunk files" if len(absent) > 1 else ""
+        raise damaged(out.url, f"{absent[0]}{more}", "missing or empty", fix=RERUN_FIX)
+    for name, variable in cube.variables.items():
+        if name in SHARDED:
+            continue
+        try:
+            variable.values  # noqa: B018 (read to check, not kept: the cube stays lazy)
+        except CHUNK_ERRORS as err:
+            rewritten = name in cube.data_vars or name in PER_FRAME  # by every run
+            fix = RERUN_FIX if rewritten else _FRESH_FIX
+            raise damaged(out.url, f"cube.zarr/{name}", err, fix=fix) from err
+    for name in SHARDED:
+        if name in cube.variables:
+            data = out.checked_array(name, chunks=cube[name].chunks)
+            cube[name] = cube[name].copy(data=data)
     return cube
 
 

@@ -25,6 +25,25 @@ tiny objects; and the finished cube has consolidated metadata, so opening it is 
 Consolidated metadata is a copy, so the run itself never reads it, and the first change of
 a finished cube (its state attribute set to not complete) rewrites the root ``zarr.json``
 without it.
+
+Damage done to the stored chunks after they were written (layout 5, :data:`CHECKED_LAYOUT`):
+
+- every array the run writes (cube and :data:`STAGING`, numbers and times) ends its codecs
+  with a crc32c checksum (:func:`compressors`), so changed or cut bytes fail when read
+  instead of reading as other numbers; reads through :meth:`Output.checked_array` (the
+  staged series, ``labels`` and ``frames`` of :func:`sediment_xr.open_results`) turn that
+  failure into one line naming the file (:class:`DamagedOutputError`);
+- every chunk is written, even one of fill values only, so a missing or empty chunk file is
+  damage (:meth:`Output.absent_chunks`: one listing, no data read);
+- a run on an existing cube first checks each chunk marked labelled
+  (:meth:`Output.forget_damaged_chunks`): its shards of ``labels`` and ``frames`` must exist
+  and its staged per-frame chunks must exist and pass their checksums; any other chunk loses
+  its mark and is computed again, never gathered. The content of the shards is not read by a
+  run (that would cost a read of every label): a garbled shard is found when it is read, and
+  the message says to delete it so that the next run computes it again.
+
+Not guaranteed: a chunk replaced by another valid chunk (its checksum matches), and cubes of
+earlier layouts (no checksums; chunks of fill values only were not written).
 """
 
 from __future__ import annotations
@@ -34,6 +53,7 @@ import json
 import os
 import posixpath
 import re
+import threading
 import uuid
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -56,6 +76,7 @@ if TYPE_CHECKING:
     from sediment_xr.lock import LockFence
 
 __all__ = [
+    "CHECKED_LAYOUT",
     "COMPLETE_ATTR",
     "DAMAGE_ERRORS",
     "LAYOUT",
@@ -70,6 +91,7 @@ __all__ = [
     "Output",
     "chunk_bounds",
     "chunk_writes",
+    "compressors",
     "damaged",
     "frames_compressors",
     "pending",
@@ -78,8 +100,11 @@ __all__ = [
 STATE_ATTR = "sediment_xr_state"
 COMPLETE_ATTR = "sediment_xr_complete"
 #: Version of the cube's layout (2: variables on the crop's grid; 3: sharded labels, per-frame
-#: series gathered from :data:`STAGING`; 4: boundary pixels and quality measures per frame).
-LAYOUT = 4
+#: series gathered from :data:`STAGING`; 4: boundary pixels and quality measures per frame;
+#: 5: a crc32c checksum on every chunk, and every chunk written, even one of fill values).
+LAYOUT = 5
+#: First layout whose every chunk is written and checksummed (see :meth:`Output.absent_chunks`).
+CHECKED_LAYOUT = 5
 #: Zarr group (in the output folder) of the per-frame variables as the chunk tasks write them.
 STAGING = ".sediment_xr/by_chunk.zarr"
 #: Variables with one value or row per frame: written per time chunk into :data:`STAGING`,
@@ -118,6 +143,15 @@ _STATE_NAME = f"the run state ({STATE_ATTR} in cube.zarr/zarr.json)"
 #: JSON of the wrong shape (``TypeError``, ``KeyError``), zarr's metadata errors (``ValueError``).
 #: Storage errors (``OSError``) are not among them: they are not damage.
 DAMAGE_ERRORS = (ValueError, TypeError, KeyError)
+#: What reading a chunk whose bytes were changed raises: its checksum does not match, or its
+#: zstd frame is cut short (``ValueError``, ``RuntimeError``).
+CHUNK_ERRORS = (ValueError, RuntimeError)
+#: The fix a message about damaged data gives: a rerun recomputes what is missing or damaged.
+RERUN_FIX = (
+    "Run the same `sediment-xr run` again to recompute it (or rerun with --overwrite to start "
+    "afresh)."
+)
+_CONFIG_LOCK = threading.Lock()
 
 
 class DamagedOutputError(OutputError):
@@ -127,20 +161,23 @@ class DamagedOutputError(OutputError):
     """
 
 
-def damaged(url: str, what: str, err: BaseException | str) -> DamagedOutputError:
+def damaged(
+    url: str, what: str, err: BaseException | str, *, fix: str | None = None
+) -> DamagedOutputError:
     """The error of an output whose ``what`` (e.g. ``cube.zarr/zarr.json``) is damaged.
 
-    ``err`` is what reading it raised, or a sentence saying what is wrong with it.
+    ``err`` is what reading it raised, or a sentence saying what is wrong with it; ``fix``
+    replaces the usual advice (rerun with ``--overwrite``).
     """
     text = err if isinstance(err, str) else f"{type(err).__name__}: {err}"
     reason = " ".join(text.split())
     if len(reason) > 200:
         reason = reason[:197] + "..."
-    return DamagedOutputError(
-        f"output {url} is damaged: {what} cannot be read ({reason}). Rerun with --overwrite "
-        "to start afresh (it replaces only the files sediment_xr writes), or choose another "
-        "output folder."
+    fix = fix or (
+        "Rerun with --overwrite to start afresh (it replaces only the files sediment_xr "
+        "writes), or choose another output folder."
     )
+    return DamagedOutputError(f"output {url} is damaged: {what} cannot be read ({reason}). {fix}")
 
 
 def _state_of(raw: Any) -> dict[str, Any]:
@@ -434,7 +471,14 @@ class Output:
         }
         self._create_staging(ds)
         ds, encoding = _template(ds)
-        ds.to_zarr(self.zarr_store(), mode="w", compute=False, encoding=encoding, **_ZARR_KW)
+        ds.to_zarr(
+            self.zarr_store(),
+            mode="w",
+            compute=False,
+            encoding=encoding,
+            write_empty_chunks=True,  # every chunk, so a missing one is damage
+            **_ZARR_KW,
+        )
 
     def remove_variables(self, *names: str) -> None:
         """Delete arrays (variables or coordinates) of the cube that exist."""
@@ -472,7 +516,14 @@ class Output:
         ds = ds.drop_vars(stored)
         self._create_staging(ds)
         ds, encoding = _template(ds)
-        ds.to_zarr(self.zarr_store(), mode="a", compute=False, encoding=encoding, **_ZARR_KW)
+        ds.to_zarr(
+            self.zarr_store(),
+            mode="a",
+            compute=False,
+            encoding=encoding,
+            write_empty_chunks=True,
+            **_ZARR_KW,
+        )
         for name, coords in linked.items():
             if coords:
                 zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3).attrs[
@@ -514,29 +565,236 @@ class Output:
                 dtype=var.dtype,
                 chunks=(var.chunks[0][0], *var.shape[1:]),
                 fill_value=_fill_value(name, var.dtype),
+                compressors=compressors(name),
                 overwrite=True,
                 zarr_format=3,
             )
 
     def staged(self, name: str) -> Any:
-        """The by-chunk copy of a per-frame variable, as a dask array (None if absent)."""
-        import zarr
+        """The by-chunk copy of a per-frame variable, as a dask array (None if absent).
 
+        A chunk that cannot be read (checksum, cut short) raises :class:`DamagedOutputError`
+        when computed.
+        """
         if not self.exists(STAGING, name, "zarr.json"):
             return None
-        return da.from_zarr(
-            zarr.open_array(self.zarr_store(STAGING), path=name, mode="r", zarr_format=3)
-        )
+        return self.checked_array(name, store=STAGING)
 
     def gather_per_frame(self) -> None:
-        """Copy the per-frame variables from their by-chunk copies into the cube."""
-        import zarr
+        """Copy the per-frame variables from their by-chunk copies into the cube.
 
+        Raises :class:`DamagedOutputError` when a by-chunk copy cannot be read (the run
+        checks them first: see :meth:`forget_damaged_chunks`).
+        """
         for name in PER_FRAME:
             staged = self.staged(name)
             if staged is not None:
-                target = zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3)
-                target[...] = staged.compute(scheduler="synchronous")
+                values = staged.compute(scheduler="synchronous")
+                _open_to_write(self.zarr_store(), name)[...] = values
+
+    # -- checks of the stored chunks ------------------------------------------------------
+    def checked_array(self, name: str, *, store: str = "cube.zarr", chunks: Any = None) -> Any:
+        """An array of a Zarr store of the folder as a dask array (its own chunks by default).
+
+        Reading a chunk whose bytes are damaged raises a one-line :class:`DamagedOutputError`
+        naming its file, instead of zarr's codec error.
+        """
+        import zarr
+
+        array = zarr.open_array(self.zarr_store(store), path=name, mode="r", zarr_format=3)
+        reads = _CheckedReads(array, self.url, f"{store}/{name}")
+        return da.from_array(
+            reads,
+            chunks=chunks if chunks is not None else array.chunks,
+            name=f"sediment-xr-read-{name}-{uuid.uuid4().hex}",
+            meta=np.empty((0,) * array.ndim, array.dtype),
+        )
+
+    def _files(self, store: str) -> dict[str, int]:
+        """Size of every file of a Zarr store of the folder, by its key (one listing)."""
+        fs, root = self.fs, self.path(store)
+        fs.invalidate_cache(root)
+        try:
+            found = fs.find(root, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {
+            posixpath.relpath(path, root): int(info.get("size") or 0)
+            for path, info in found.items()
+        }
+
+    def _arrays(self, store: str, files: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+        """The metadata of the store's arrays (one read of all their ``zarr.json``)."""
+        names = [key for key in files if key.count("/") == 1 and key.endswith("/zarr.json")]
+        if not names:
+            return {}
+        raw = self.fs.cat([self.path(store, key) for key in names])
+        arrays = {}
+        for key in names:
+            try:
+                meta = json.loads(raw[self.path(store, key)])
+            except DAMAGE_ERRORS as err:
+                raise damaged(self.url, f"{store}/{key}", err) from err
+            if isinstance(meta, Mapping) and meta.get("node_type") == "array":
+                arrays[posixpath.dirname(key)] = dict(meta)
+        return arrays
+
+    def absent_chunks(self) -> list[str]:
+        """Chunk (or shard) files of the cube's arrays that are missing or empty.
+
+        One listing of ``cube.zarr`` and one read of its arrays' metadata; no data is read.
+        Meaningful for cubes of layout :data:`CHECKED_LAYOUT` or later, whose every chunk is
+        written (earlier ones skipped chunks of fill values only).
+
+        Returns
+        -------
+        list of str
+            Paths relative to the output folder, e.g. ``cube.zarr/cover/c/0/0``.
+        """
+        files = self._files("cube.zarr")
+        absent = []
+        for name, meta in sorted(self._arrays("cube.zarr", files).items()):
+            keys = (f"{name}/{key}" for key in _chunk_keys(meta))
+            absent += [f"cube.zarr/{key}" for key in keys if not files.get(key)]
+        return absent
+
+    def forget_damaged_chunks(self) -> dict[str, list[int]]:
+        """Forget the marks of time chunks whose stored data are missing or damaged.
+
+        For every chunk marked labelled, its shard of ``labels`` must be in ``cube.zarr``,
+        not empty, and its chunk of each per-frame series in :data:`STAGING` must be there
+        and read (checksum); for every chunk marked ``frames``, its shard of ``frames`` must
+        be there, not empty. A chunk failing one of these loses that mark, so the run
+        computes it again instead of trusting (and gathering) what is stored. The shards'
+        content is not read (that would read every label): garbled bytes inside a shard are
+        found when it is read (:meth:`checked_array`).
+
+        Returns
+        -------
+        dict of str to list of int
+            The time chunks forgotten, by stage (``label``, ``frames``).
+        """
+        marks = {stage: self._marks(stage) for stage in ("label", "frames")}
+        if not any(marks.values()):
+            return {}
+        bad: dict[str, set[int]] = {"label": set(), "frames": set()}
+        cube = self._files("cube.zarr")
+        for name, meta in self._arrays("cube.zarr", cube).items():
+            if name in SHARDED:
+                stage = "frames" if name == "frames" else "label"
+                tail = "/0" * (len(meta["shape"]) - 1)
+                bad[stage] |= {i for i in marks[stage] if not cube.get(f"{name}/c/{i}{tail}")}
+        staging = self._files(STAGING)
+        for name, meta in self._arrays(STAGING, staging).items():
+            if name in PER_FRAME:
+                todo = set(marks["label"]) - bad["label"]
+                bad["label"] |= self._unreadable_staged(name, meta, staging, todo)
+        for stage, chunks in bad.items():
+            for index in chunks:
+                for path in marks[stage][index]:
+                    self.fs.rm_file(path)
+        return {stage: sorted(chunks) for stage, chunks in bad.items() if chunks}
+
+    def _marks(self, stage: str) -> dict[int, list[str]]:
+        """The marks of a stage (every fingerprint), by time chunk."""
+        fs, base = self.fs, self.path(".sediment_xr", "progress")
+        fs.invalidate_cache(base)
+        try:
+            found = fs.find(base)
+        except FileNotFoundError:
+            return {}
+        marks: dict[int, list[str]] = {}
+        for path in found:
+            folder, name = posixpath.split(path)
+            if posixpath.basename(folder).startswith(f"{stage}-") and name.isdigit():
+                marks.setdefault(int(name), []).append(path)
+        return marks
+
+    def _unreadable_staged(
+        self, name: str, meta: Mapping[str, Any], files: Mapping[str, int], chunks: set[int]
+    ) -> set[int]:
+        """Time chunks of a by-chunk series that are missing, empty or fail to read."""
+        import zarr
+
+        tail = "/0" * (len(meta["shape"]) - 1)
+        bad = {i for i in chunks if not files.get(f"{name}/c/{i}{tail}")}
+        array = zarr.open_array(self.zarr_store(STAGING), path=name, mode="r", zarr_format=3)
+        step = array.chunks[0]
+        for i in sorted(chunks - bad):
+            try:
+                array[i * step : (i + 1) * step]
+            except CHUNK_ERRORS:
+                bad.add(i)
+        return bad
+
+
+class _CheckedReads:
+    """A zarr array whose damaged chunks raise a one-line :class:`DamagedOutputError`."""
+
+    def __init__(self, array: Any, url: str, what: str) -> None:
+        self.array, self.url, self.what = array, url, what
+        self.shape, self.dtype, self.ndim = array.shape, array.dtype, array.ndim
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        try:
+            return self.array[key]
+        except CHUNK_ERRORS as err:
+            raise damaged(self.url, self._file(key), err, fix=self._fix()) from err
+
+    def _file(self, key: Any) -> str:
+        """The file (chunk or shard) of the first time position read."""
+        first = key[0] if isinstance(key, tuple) and key else key
+        start = (first.start or 0) if isinstance(first, slice) else int(first)
+        shards = getattr(self.array, "shards", None)
+        step = shards[0] if shards else self.array.chunks[0]
+        return f"{self.what}/c/{start // step}" + "/0" * (self.ndim - 1)
+
+    def _fix(self) -> str:
+        if self.what.split("/")[-1] in SHARDED:  # their content is not read by a rerun
+            return "Delete that file and run the same `sediment-xr run` again to recompute it."
+        return RERUN_FIX
+
+
+def _chunk_keys(meta: Mapping[str, Any]) -> list[str]:
+    """Keys of every chunk (or shard) of a Zarr v3 array, from its ``zarr.json``."""
+    shape = meta["shape"]
+    grid = meta["chunk_grid"]["configuration"]["chunk_shape"]
+    encoding = meta.get("chunk_key_encoding") or {"name": "default"}
+    default = encoding.get("name") == "default"
+    separator = (encoding.get("configuration") or {}).get("separator", "/" if default else ".")
+    counts = [-(-int(n) // int(c)) for n, c in zip(shape, grid, strict=True)]
+    keys = []
+    for index in np.ndindex(*counts):
+        parts = [str(i) for i in index]
+        keys.append(separator.join(["c", *parts]) if default else separator.join(parts) or "0")
+    return keys
+
+
+def _open_to_write(store: Any, name: str) -> Any:
+    """An array of a store, opened to write every chunk, even one holding only fill values.
+
+    zarr skips such chunks by default (readers get the fill value anyway), so a missing chunk
+    would not tell damage from a chunk never written: sediment_xr writes them all, and
+    :meth:`Output.absent_chunks` checks that none is missing. An array takes zarr's config
+    when it is opened; the lock keeps other threads of the process from changing it then.
+    """
+    import zarr
+
+    with _CONFIG_LOCK, zarr.config.set({"array.write_empty_chunks": True}):
+        return zarr.open_array(store, path=name, mode="r+", zarr_format=3)
+
+
+def compressors(name: str) -> list[Any]:
+    """Codecs of a stored array: zstd (:func:`frames_compressors` for frames), then crc32c.
+
+    The checksum makes a chunk whose bytes changed fail when it is read (zarr raises
+    ``ValueError: Stored and computed checksum do not match``) instead of reading as other
+    numbers. It costs 4 bytes per chunk (per frame of a shard) and a pass over the bytes.
+    """
+    from zarr.codecs import Crc32cCodec, ZstdCodec
+
+    zstd = frames_compressors() if name == "frames" else [ZstdCodec()]
+    return [*zstd, Crc32cCodec()]
 
 
 def _fill_value(name: str, dtype: np.dtype) -> Any:
@@ -578,19 +836,20 @@ def _template(ds: xr.Dataset) -> tuple[xr.Dataset, dict[str, dict[str, Any]]]:
     encoding: dict[str, dict[str, Any]] = {}
     updates: dict[str, xr.Variable] = {}
     for name, var in ds.variables.items():
+        checked = {"compressors": compressors(name)} if var.dtype.kind in "biufmM" else {}
         if "time" not in var.dims or name in ds.indexes:
+            if checked:
+                encoding[name] = checked
             continue
         frame = var.shape[1:]
         step = var.chunks[0][0] if var.chunks is not None else 1
         if name in SHARDED:
-            enc: dict[str, Any] = {"chunks": (1, *frame), "shards": (step, *frame)}
-            if name == "frames":
-                enc["compressors"] = frames_compressors()
+            enc: dict[str, Any] = {"chunks": (1, *frame), "shards": (step, *frame), **checked}
         else:
             row = max(1, int(np.prod(frame, dtype=np.int64)) * var.dtype.itemsize)
             per_chunk = max(1, SMALL_CHUNK_BYTES // (row * step))  # whole time chunks
             step = min(var.shape[0], per_chunk * step) or 1
-            enc = {"chunks": (step, *frame)}
+            enc = {"chunks": (step, *frame), **checked}
         fill = _fill_value(name, var.dtype)
         if fill is not None:
             enc |= {"fill_value": fill, "_FillValue": None}
@@ -627,8 +886,6 @@ def _write_block(
     With a ``fence``, nothing is written unless the run still holds the output's lock, and
     each mark is checked again (see :meth:`Output.mark_done`).
     """
-    import zarr
-
     start, stop = int(positions[0]), int(positions[-1]) + 1
     index = starts.index(start)
     if fence is not None:
@@ -638,7 +895,7 @@ def _write_block(
         if name in SHARDED:
             target.remove_shard(name, index, block.ndim)
         store = staging if name in PER_FRAME else cube
-        zarr.open_array(store, path=name, mode="r+", zarr_format=3)[start:stop] = block
+        _open_to_write(store, name)[start:stop] = block
     for stage, fingerprint in marks:
         target.mark_done(stage, fingerprint, index, fence=fence)
     return np.full(stop - start, index, dtype=np.int64)
