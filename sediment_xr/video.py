@@ -375,6 +375,16 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
     )
 
 
+def _display_matrix(frame: Any) -> bytes:
+    """The raw display matrix of a decoded frame's side data (empty when it has none)."""
+    side = frame.side_data
+    for entry in side:  # PyAV before 19 yields the side data, 19 and later their types
+        data = entry if hasattr(entry, "type") else side[entry]
+        if getattr(getattr(data, "type", entry), "name", "") == "DISPLAYMATRIX":
+            return bytes(data)
+    return b""
+
+
 def _display_turns(source: str, storage_options: Mapping[str, Any] | None) -> int:
     """Quarter turns counter-clockwise that show the frames as the display matrix says.
 
@@ -386,7 +396,7 @@ def _display_turns(source: str, storage_options: Mapping[str, Any] | None) -> in
     frame = _first_frame(source, storage_options)
     if frame is None:
         return 0  # the first frames are checked next, with their own message
-    matrix = next((bytes(d) for d in frame.side_data if d.type.name == "DISPLAYMATRIX"), b"")
+    matrix = _display_matrix(frame)
     if len(matrix) < 36:
         return 0
     a, b, _, c, d = np.frombuffer(matrix[:20], dtype="<i4").astype(np.int64)
