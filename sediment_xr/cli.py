@@ -459,21 +459,43 @@ class Terminated(BaseException):
     """
 
 
+def _quiet_shutdown() -> None:
+    """Stopping on purpose: distributed's errors while its cluster closes are not news.
+
+    (Newer distributed logs a traceback at ERROR when the dashboard stops mid-close.)
+    """
+    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+
+
 def _raise_terminated(signum: int, frame: Any) -> None:
+    _quiet_shutdown()
     raise Terminated(signum)
 
 
+def _raise_interrupted(signum: int, frame: Any) -> None:
+    _quiet_shutdown()
+    raise KeyboardInterrupt
+
+
 @contextlib.contextmanager
-def _sigterm_unwinds() -> Iterator[None]:
-    """SIGTERM raises :class:`Terminated` in the main thread while in the block."""
+def _sigterm_unwinds(debug: bool = False) -> Iterator[None]:
+    """SIGTERM raises :class:`Terminated`, SIGINT ``KeyboardInterrupt``, in the block.
+
+    Without `debug`, either also silences distributed's logs of the cluster's closing.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers can only be set in the main thread
         return
     previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    previous_int = None
+    if not debug and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        previous_int = signal.signal(signal.SIGINT, _raise_interrupted)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        if previous_int is not None:
+            signal.signal(signal.SIGINT, previous_int)
 
 
 def _stopped_line(name: str) -> str:
@@ -494,7 +516,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.secrets = set()  # of the config, once read: replaced in every line printed
     try:
         with (
-            _sigterm_unwinds(),
+            _sigterm_unwinds(args.debug),
             _warnings_as_lines(args.debug, args.secrets),
             _stage_messages(args.quiet, args.secrets),
         ):
