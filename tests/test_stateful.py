@@ -234,6 +234,13 @@ def damage_state(root_json: Path, how: str, at: float) -> None:
 
 # --------------------------------------------------------------------------------------------
 # a run killed at a random point
+#: Kills fork this (threaded) process. From Python 3.12 a forked child of a threaded process
+#: can deadlock on a lock another thread held (measured: a child hung on 3.13), so kills are
+#: explored on 3.11 (``make test``, ``make test-min``); test_resume.py's SIGKILLs of real
+#: command-line processes run on every Python.
+FORK_KILLS = sys.version_info < (3, 12)
+
+
 @contextlib.contextmanager
 def forked_run(
     config: Path, out: Path, overrides: list[str], overwrite: bool, raised: Path
@@ -368,6 +375,7 @@ class OutputMachine(RuleBasedStateMachine):
             self.violation(step, "a refused invalid config changed the output")
             self._resync()
 
+    @precondition(lambda self: FORK_KILLS)
     @rule(
         config=st.sampled_from(sorted(CONFIGS)),
         overwrite=st.booleans(),
