@@ -462,9 +462,11 @@ class Terminated(BaseException):
 def _quiet_shutdown() -> None:
     """Stopping on purpose: distributed's errors while its cluster closes are not news.
 
-    (Newer distributed logs a traceback at ERROR when the dashboard stops mid-close.)
+    (Newer distributed logs a traceback at ERROR when the dashboard stops mid-close;
+    distributed 2025.1's ``sync`` leaves a callback that fails in tornado's event loop.)
     """
-    logging.getLogger("distributed").setLevel(logging.CRITICAL)
+    for name in ("distributed", "tornado.application", "asyncio"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _raise_terminated(signum: int, frame: Any) -> None:

@@ -528,7 +528,7 @@ class Output:
             if coords:
                 zarr.open_array(self.zarr_store(), path=name, mode="r+", zarr_format=3).attrs[
                     "coordinates"
-                ] = " ".join(coords)
+                ] = " ".join(sorted(coords))  # one order: the same bytes every run
 
     def remove_shard(self, name: str, index: int, ndim: int) -> None:
         """Delete the shard of a time chunk of a sharded variable, where zarr needs it.

@@ -104,14 +104,9 @@ def test_intervals_hold_the_true_cover(run):
     assert held[good].mean() >= 0.9, (held[good].mean(), (high - low)[good].mean())
 
 
-def test_class_interval_holds_a_scene_with_a_half_mat_cluster():
-    """Weakness: the interval held what the pixels say, not a cluster's naming.
-
-    A steady 512 x 512 scene (seed 15, default method) has a cluster 45 % mat named
-    sediment: its mat cover is ~0.9 pp low on every frame, and the interval of the pixels
-    alone held none of its frames. With the classes' mixing term it holds them.
-    """
-    scene = realistic_series(36, size=512, seed=15)
+def _half_mat_scene(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A steady 512 x 512 scene fitted with the default method: true, mat, low and high."""
+    scene = realistic_series(36, size=512, seed=seed)
     window = sx.crop(scene["frames"], rows=[-scene.attrs["crop_rows"], None])
     light = sx.fit_illumination(window)
     features = sx.preprocess(window, illumination=light)
@@ -123,13 +118,33 @@ def test_class_interval_holds_a_scene_with_a_half_mat_cluster():
     cover = sx.merge_classes(sx.cover(labels), classes)
     boundary = boundary_pixels(features, model).compute()
     pixels = labels.sizes["y"] * labels.sizes["x"]
-    true = scene["true_cover"].values
-    mat = cover.sel({"class": "mat"}).values
-    assert (mat - true).mean() < -0.5  # the scene is the hard case: a half-mat cluster
     low, high = class_interval(cover, boundary, model, classes, pixels)
-    low, high = low.sel({"class": "mat"}).values, high.sel({"class": "mat"}).values
-    assert ((true >= low) & (true <= high)).mean() >= 0.9
-    assert (high - low).mean() < WIDTH_PP
+    return (
+        scene["true_cover"].values,
+        cover.sel({"class": "mat"}).values,
+        low.sel({"class": "mat"}).values,
+        high.sel({"class": "mat"}).values,
+    )
+
+
+def test_class_interval_holds_a_scene_with_a_half_mat_cluster():
+    """Weakness: the interval held what the pixels say, not a cluster's naming.
+
+    Some steady scenes get a cluster about half mat named sediment: their mat cover is
+    0.5-1 pp low on every frame, and the interval of the pixels alone held none of their
+    frames. With the classes' mixing term it holds them.  Which seeds give such a cluster
+    depends on scikit-learn's version (seed 15 with 1.7, not 1.6), so three are tried; at
+    least one must be that hard case, and every one that is must be held.
+    """
+    hard = 0
+    for seed in (15, 17, 21):
+        true, mat, low, high = _half_mat_scene(seed)
+        if (mat - true).mean() >= -0.5:
+            continue  # no half-mat cluster named sediment here
+        hard += 1
+        assert ((true >= low) & (true <= high)).mean() >= 0.9, seed
+        assert (high - low).mean() < WIDTH_PP, seed
+    assert hard, "none of the scenes has the half-mat cluster this test is about"
 
 
 def test_flags_catch_bad_frames_and_spare_good_ones(run):
