@@ -20,6 +20,7 @@ import numpy as np
 import xarray as xr
 
 from sediment_xr import _validate as check
+from sediment_xr._blockwise import apply_per_chunk
 from sediment_xr._provenance import append_history
 from sediment_xr.exceptions import NAMED, InputError, ModelError, setting
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
@@ -549,7 +550,7 @@ def label(features: xr.DataArray, model: ClusterModel, *, median_filter: int = 0
         table = _lut_array(centers) if lazy else xr.DataArray(build_lut(centers), dims="color")
         args.append(table)
         core.append(["color"])
-    out = xr.apply_ufunc(
+    out = apply_per_chunk(
         _label_block,
         *args,
         kwargs={
@@ -559,9 +560,8 @@ def label(features: xr.DataArray, model: ClusterModel, *, median_filter: int = 0
             "rank": np.argsort(np.argsort(_brightness(model.center_rgb), kind="stable")),
         },
         input_core_dims=core,
-        output_core_dims=[["y", "x"]],
-        dask="parallelized",
-        output_dtypes=[np.int8],
+        output_core_dims=["y", "x"],
+        dtype=np.int8,
         keep_attrs=True,  # the coordinates' attrs; the array's own are set below
     )
     out = out.transpose(*[d for d in features.dims if d != "channel"])

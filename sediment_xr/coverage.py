@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import xarray as xr
 
+from sediment_xr._blockwise import apply_per_chunk
 from sediment_xr._provenance import append_history
 from sediment_xr.exceptions import NAMED, ConfigError, InputError, setting
 from sediment_xr.frames import whole
@@ -99,15 +100,14 @@ def cover(labels: xr.DataArray, *, n_clusters: int | None = None) -> xr.DataArra
         n_clusters = _n_clusters_of(labels)
     if labels.chunks is not None:
         labels = whole(labels, ("y", "x"))
-    out = xr.apply_ufunc(
+    out = apply_per_chunk(
         _cover_frames,
         labels,
         kwargs={"n_clusters": int(n_clusters)},
         input_core_dims=[["y", "x"]],
-        output_core_dims=[["cluster"]],
-        dask="parallelized",
-        output_dtypes=[np.float64],
-        dask_gufunc_kwargs={"output_sizes": {"cluster": int(n_clusters)}},
+        output_core_dims=["cluster"],
+        dtype=np.float64,
+        output_sizes={"cluster": int(n_clusters)},
         keep_attrs=True,  # the coordinates' attrs; the array's own are set below
     )
     out = out.assign_coords(cluster=("cluster", np.arange(n_clusters), _CLUSTER_ATTRS))

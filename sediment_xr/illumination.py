@@ -24,7 +24,8 @@ the mapping of every tile moves with it (see ``benchmarks/accuracy.md``).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dask
@@ -65,6 +66,36 @@ def _design(ny: int, nx: int, height: int, width: int, step: float) -> np.ndarra
     yy, xx = np.meshgrid(y, x, indexing="ij")
     xx, yy = xx.ravel(), yy.ravel()
     return np.stack([np.ones_like(xx), xx, yy, xx * xx, yy * yy, xx * yy], axis=1)
+
+
+def _log_field(coefficients: Sequence[float], shape: tuple[int, int]) -> np.ndarray:
+    """The quadratic of :func:`_design` at every pixel centre (float64), by broadcasting."""
+    h, w = shape
+    c0, cx, cy, cxx, cyy, cxy = coefficients
+    y = ((np.arange(h) + 0.5) / h)[:, None]
+    x = ((np.arange(w) + 0.5) / w)[None, :]
+    return c0 + cx * x + cy * y + cxx * x * x + cyy * y * y + cxy * x * y
+
+
+# A worker applies one model to every chunk: each task gets its own copy of the model, so the
+# field (tens of ms at 1024 x 400) is kept per process, by value, for the last few models.
+@functools.lru_cache(maxsize=2)
+def _field_of(coefficients: tuple[float, ...], shape: tuple[int, int]) -> np.ndarray:
+    """The field: ``exp`` of :func:`_log_field`, float32 (read-only)."""
+    field = np.exp(_log_field(coefficients, shape)).astype(np.float32)
+    field.flags.writeable = False
+    return field
+
+
+@functools.lru_cache(maxsize=2)
+def _inverse_of(
+    coefficients: tuple[float, ...], shape: tuple[int, int], block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    inverse = 1.0 / _field_of(coefficients, shape)
+    blocks = block_means_of(inverse, block)[..., None]
+    inverse.flags.writeable = False
+    blocks.flags.writeable = False
+    return inverse, blocks
 
 
 def _blocks(image: np.ndarray, block: int) -> np.ndarray:
@@ -177,15 +208,11 @@ class Illumination:
 
     def field(self) -> np.ndarray:
         """The field over the whole window, float32 ``(height, width)``, mean 1 (read-only)."""
-        cached = self.__dict__.get("_field")
-        if cached is None:
-            h, w = self.shape
-            terms = _design(h, w, h, w, 1.0)
-            cached = np.exp(terms @ np.asarray(self.coefficients)).reshape(h, w)
-            cached = cached.astype(np.float32)
-            cached.flags.writeable = False
-            object.__setattr__(self, "_field", cached)
-        return cached
+        return _field_of(tuple(self.coefficients), tuple(self.shape))
+
+    def inverse(self) -> tuple[np.ndarray, np.ndarray]:
+        """``1 / field`` and its block means ``(rows, cols, 1)`` (read-only float32)."""
+        return _inverse_of(tuple(self.coefficients), tuple(self.shape), self.block)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable form (values rounded to 4 significant digits)."""
@@ -257,8 +284,7 @@ def _fit_surface(low: np.ndarray, height: int, width: int, size: int) -> np.ndar
         keep = np.abs(resid) < 2.5 * spread
         if keep.sum() < 6:
             break
-    full = _design(height, width, height, width, 1.0) @ coef
-    coef[0] -= np.log(np.mean(np.exp(full)))  # mean 1 over the window
+    coef[0] -= np.log(np.mean(np.exp(_log_field(coef, (height, width)))))  # mean 1
     return coef
 
 
@@ -384,8 +410,7 @@ def correct_frames(block: np.ndarray, light: Illumination, reverse: bool) -> np.
         )
     from sediment_xr._kernels import scale_pixels
 
-    inv_field = 1.0 / light.field()
-    inv_blocks = block_means_of(inv_field, light.block)[..., None]
+    inv_field, inv_blocks = light.inverse()
     out = np.empty(flat.shape, dtype=np.uint8)
     for i, frame in enumerate(flat):
         gains = frame_gains(frame, inv_blocks, light)

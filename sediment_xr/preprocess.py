@@ -19,6 +19,7 @@ import numpy as np
 import xarray as xr
 
 from sediment_xr import _validate as check
+from sediment_xr._blockwise import apply_per_chunk
 from sediment_xr._provenance import append_history
 from sediment_xr._validate import COLOR_SPACES
 from sediment_xr.exceptions import InputError, setting
@@ -193,14 +194,13 @@ def _apply_frames(func, frames: xr.DataArray, **kwargs: Any) -> xr.DataArray:
     """Apply a whole-frame uint8 kernel lazily (numpy in -> numpy out, dask in -> dask out)."""
     if frames.chunks is not None:
         frames = whole(frames, _FRAME_DIMS)
-    return xr.apply_ufunc(
+    return apply_per_chunk(
         func,
         frames,
         kwargs=kwargs,
-        input_core_dims=[list(_FRAME_DIMS)],
-        output_core_dims=[list(_FRAME_DIMS)],
-        dask="parallelized",
-        output_dtypes=[np.uint8],
+        input_core_dims=[_FRAME_DIMS],
+        output_core_dims=_FRAME_DIMS,
+        dtype=np.uint8,
         keep_attrs=True,  # the coordinates' attrs; the caller sets the array's own
     ).transpose(*frames.dims)
 

@@ -36,8 +36,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from sediment_xr._blockwise import apply_per_chunk
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
-from sediment_xr.illumination import Illumination, block_means_of, gain_of
+from sediment_xr.illumination import Illumination, gain_of
 
 __all__ = [
     "FLAGS",
@@ -81,7 +82,7 @@ def _measure_block(
     from sediment_xr._kernels import block_means
 
     out = np.full((block.shape[0], len(MEASURES)), np.nan, dtype=np.float32)
-    inv_blocks = block_means_of(1.0 / light.field(), light.block)[..., None]
+    inv_blocks = light.inverse()[1]
     ref = np.log(np.maximum(light.reference @ _LUMA, 0.5))
     ref_spread = float(ref.std()) or 1.0
     dated = np.issubdtype(np.asarray(times).dtype, np.datetime64)
@@ -138,14 +139,13 @@ def frame_measures(window: xr.DataArray, light: Illumination) -> xr.DataArray:
     def kernel(block, times, *rest):
         return _measure_block(block, times, rest[0] if has_status else None, light)
 
-    out = xr.apply_ufunc(
+    out = apply_per_chunk(
         kernel,
         *args,
         input_core_dims=core,
-        output_core_dims=[["measure"]],
-        dask="parallelized",
-        output_dtypes=[np.float32],
-        dask_gufunc_kwargs={"output_sizes": {"measure": len(MEASURES)}},
+        output_core_dims=["measure"],
+        dtype=np.float32,
+        output_sizes={"measure": len(MEASURES)},
     )
     out = out.assign_coords(
         measure=("measure", np.array(MEASURES, object), {"long_name": "quality measure"})

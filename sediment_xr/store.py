@@ -63,6 +63,7 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
+from sediment_xr._blockwise import one_block
 from sediment_xr._fs import (
     inside_folder,
     is_url,
@@ -891,7 +892,7 @@ def _write_block(
     if fence is not None:
         fence.check(f"writing chunk {index}")
     cube, staging = target.zarr_store(), target.zarr_store(STAGING)
-    for name, block in zip(names, blocks, strict=True):
+    for name, block in zip(names, map(one_block, blocks), strict=True):
         if name in SHARDED:
             target.remove_shard(name, index, block.ndim)
         store = staging if name in PER_FRAME else cube
@@ -947,7 +948,7 @@ def chunk_writes(
         *args,
         name=f"sediment-xr-write-{uuid.uuid4().hex}",  # side effects: never a cached key
         dtype=np.int64,
-        concatenate=True,
+        concatenate=False,  # the one block of each axis, not a copy (see _blockwise)
         meta=np.empty((0,), np.int64),
         target=out,
         names=tuple(variables),

@@ -43,6 +43,7 @@ import dask
 import numpy as np
 import xarray as xr
 
+from sediment_xr._blockwise import apply_per_chunk
 from sediment_xr.frames import FRAME_UNDECODABLE, whole
 from sediment_xr.model import ClusterModel
 
@@ -124,15 +125,14 @@ def boundary_pixels(features: xr.DataArray, model: ClusterModel) -> xr.DataArray
             table = build_partner_lut(centers, margin)
         args.append(xr.DataArray(table, dims=["color"]))
         core.append(["color"])
-    out = xr.apply_ufunc(
+    out = apply_per_chunk(
         _boundary_block,
         *args,
         kwargs={"centers": centers, "margin": margin, "has_status": status is not None},
         input_core_dims=core,
-        output_core_dims=[["cluster", "partner"]],
-        dask="parallelized",
-        output_dtypes=[np.int32],
-        dask_gufunc_kwargs={"output_sizes": {"cluster": k, "partner": k}},
+        output_core_dims=["cluster", "partner"],
+        dtype=np.int32,
+        output_sizes={"cluster": k, "partner": k},
     )
     out = out.assign_coords(
         cluster=("cluster", np.arange(k), {"long_name": "cluster id (0 = darkest centre)"}),
