@@ -24,8 +24,14 @@ __all__ = ["is_stills", "open_frames"]
 
 
 def is_stills(source: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether an input is a sequence of stills (a glob, an image name or a folder)."""
+    """Whether an input is a sequence of stills (a glob, an image name or a folder).
+
+    A URL ending in ``/`` (an ``http(s)://`` index page, an object-store prefix) is a folder
+    without asking the server; other URLs are asked (an index page with links is a folder).
+    """
     if has_glob(source) or source.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    if is_url(source) and source.endswith("/"):
         return True
     if is_url(source):
         fs, path = url_to_fs(source, storage_options)
