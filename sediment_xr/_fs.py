@@ -154,8 +154,15 @@ def open_binary(name: str, storage_options: Mapping[str, Any] | None) -> Iterato
 
 
 def read_bytes(name: str, storage_options: Mapping[str, Any] | None) -> bytes:
-    """The whole content of a file."""
-    with open_binary(name, storage_options) as handle:
+    """The whole content of a file.
+
+    A URL is read with one request (``cat_file``: no HEAD for its size first, as opening a
+    file over http does).
+    """
+    if is_url(name):
+        fs, path = fsspec.core.url_to_fs(name, **(storage_options or {}))
+        return fs.cat_file(path)
+    with open(name, "rb") as handle:
         return handle.read()
 
 
