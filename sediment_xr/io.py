@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sediment_xr._fs import has_glob, is_url, url_to_fs
+from sediment_xr._fs import has_glob, is_url, storage_errors, url_to_fs
 from sediment_xr.exceptions import NAMED, ConfigError
 from sediment_xr.stills import IMAGE_EXTENSIONS, open_images
 from sediment_xr.video import open_video
@@ -35,7 +35,8 @@ def is_stills(source: str, storage_options: Mapping[str, Any] | None = None) -> 
         return True
     if is_url(source):
         fs, path = url_to_fs(source, storage_options)
-        return fs.isdir(path)
+        with storage_errors(source):  # e.g. an index page the server fails to give (500)
+            return fs.isdir(path)
     return os.path.isdir(os.path.expanduser(source))
 
 

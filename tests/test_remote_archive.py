@@ -91,6 +91,9 @@ class _Handler(SimpleHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self._record()
+        if self.path.startswith("/broken/"):
+            self.send_error(500, "disk failure")
+            return
         super().do_GET()
 
     def do_HEAD(self) -> None:
@@ -212,6 +215,16 @@ def test_empty_listing_is_one_line_error(served, tmp_path, capsys):
     source = f"{url}/empty_day/"
     code, err = run_cli(write_config(tmp_path, source, tmp_path / "out"), capsys)
     assert_one_line_error(code, err, [f"no image files found in {source}", ".jpg"])
+
+
+@pytest.mark.parametrize("end", ["/", ""], ids=["slash", "no-slash"])
+def test_server_error_is_not_called_a_missing_folder(served, tmp_path, capsys, end):
+    """Weakness: a listing the server failed to give (500) gave a traceback."""
+    _, _, url = served
+    source = f"{url}/broken/CAMDSB106{end}"
+    code, err = run_cli(write_config(tmp_path, source, tmp_path / "out"), capsys)
+    assert_one_line_error(code, err, [source, "500", "answered with an error"])
+    assert "does not exist" not in err
 
 
 def test_client_requests_do_not_grow_with_the_number_of_stills(served, tmp_path):
