@@ -3,6 +3,10 @@
 Opening lists the files, reads each image's size from its header and decodes the first image
 once; each chunk of images is read and decoded by its own task
 (:func:`sediment_xr.decode.read_chunk`).
+
+Remote folders (an ``http(s)://`` directory listing, an ``s3://`` or ``gs://`` prefix) are
+listed with one call; their headers are read by dask tasks on the active scheduler (the
+workers of a distributed cluster), not one by one by the client.
 """
 
 from __future__ import annotations
@@ -96,10 +100,13 @@ def open_images(
     Parameters
     ----------
     folder_or_glob : str or os.PathLike
-        A folder (local path or fsspec URL), or a glob pattern such as
+        A folder (local path or fsspec URL, e.g. an ``s3://bucket/cam/2021/`` prefix or an
+        ``https://host/cam/2021/08/24/`` directory listing), or a glob pattern such as
         ``"stills/*.jpg"`` or ``"s3://bucket/cam/2021*/*.jpg"``.  Only files ending in
         .png, .jpg, .jpeg, .tif or .tiff (any case) are taken; hidden files and AppleDouble
-        ``._*`` files are skipped.
+        ``._*`` files are skipped.  Of an http(s) index page, only the links to files one
+        name below the page are taken (not parent, sort-order ``?C=M;O=A``, sub-folder,
+        query or other-host links).
     resize : int or (int, int), optional
         Output size: an int for a square, or ``(width, height)``, with
         ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``.  Needed when images differ in
@@ -125,7 +132,7 @@ def open_images(
     Raises
     ------
     InputNotFoundError
-        If the folder does not exist or holds no image files.
+        If the folder (or index page) does not exist or holds no image files.
     InputError
         If only some names hold a timestamp, two names hold the same timestamp, an image
         header cannot be read, an image is over
@@ -140,7 +147,12 @@ def open_images(
     Notes
     -----
     Lazy: opening lists the files, reads each image's size from its header and decodes the
-    first image once.
+    first image once.  A folder URL is listed with one call each time it is opened (never
+    from an earlier listing).  The headers of URLs are read by dask tasks of 64 files,
+    computed together on the active scheduler: with a
+    ``distributed.Client``, by its workers, so that the client only lists the folder and
+    reads the first image whatever the number of images; the tasks make the same checks
+    and raise the same errors as a local read.
 
     Order and time: if every name holds a timestamp like ``..._20210824T031618_UTC.jpg``,
     images are sorted by it and it is the time.  If none does, names are sorted naturally
