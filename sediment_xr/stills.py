@@ -149,10 +149,10 @@ def open_images(
     Lazy: opening lists the files, reads each image's size from its header and decodes the
     first image once.  A folder URL is listed with one call each time it is opened (never
     from an earlier listing).  The headers of URLs are read by dask tasks of 64 files,
-    computed together on the active scheduler: with a
-    ``distributed.Client``, by its workers, so that the client only lists the folder and
-    reads the first image whatever the number of images; the tasks make the same checks
-    and raise the same errors as a local read.
+    computed together on the active scheduler: with a ``distributed.Client``, by its
+    workers, so that the client only lists the folder and reads the first image whatever
+    the number of images; the tasks make the same checks and raise the same errors as a
+    local read.
 
     Order and time: if every name holds a timestamp like ``..._20210824T031618_UTC.jpg``,
     images are sorted by it and it is the time.  If none does, names are sorted naturally
