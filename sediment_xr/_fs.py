@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
 
@@ -279,7 +280,10 @@ def files_signature(files: Sequence[str], storage_options: Mapping[str, Any] | N
         for folder in sorted({posixpath.dirname(p) for p in paths}):
             fs.invalidate_cache(folder)
             for info in fs.ls(folder, detail=True):
-                infos[fs._strip_protocol(info["name"])] = info
+                name = fs._strip_protocol(info["name"])
+                infos[name] = info
+                if name.lower().startswith(("http://", "https://")):
+                    infos.setdefault(unquote(name), info)  # index pages quote names
     entries = []
     for path in paths:
         info = infos.get(path) or fs.info(path)

@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import unquote
 
 import dask
 import dask.base
@@ -347,16 +348,21 @@ def _index_files(url: str, entries: Sequence[Mapping[str, Any]]) -> list[str]:
     fsspec keeps every link under the page's URL: relative links joined to it, absolute
     ones (``/cam/x.jpg``, ``https://host/cam/x.jpg``) when they lead under it; it drops
     ``../`` only. Kept here: the page's own files, i.e. links one name below the page,
-    without a query or fragment. Left out: sort-order links (``?C=M;O=A``), sub-folders,
-    parent links, links elsewhere and query strings.
+    without a query or fragment, with their names unquoted (``a%20b.jpg`` is the file
+    ``a b.jpg``, as in a local copy; fsspec quotes it again to read it). Left out:
+    sort-order links (``?C=M;O=A``), sub-folders, parent links, links elsewhere and query
+    strings.
     """
     base = url.split("?", 1)[0].split("#", 1)[0].rstrip("/") + "/"
     files = []
     for entry in entries:
         name = str(entry["name"])
         rest = name[len(base) :] if name.startswith(base) else ""
-        if rest and not any(char in rest for char in "/?#") and rest not in (".", ".."):
-            files.append(name)
+        if not rest or any(char in rest for char in "/?#"):
+            continue
+        rest = unquote(rest)  # the file's own name (index pages quote ``a b.jpg`` a%20b.jpg)
+        if not any(char in rest for char in "/?#") and rest not in (".", ".."):
+            files.append(base + rest)
     return sorted(set(files))
 
 

@@ -198,6 +198,22 @@ def test_listing_keeps_only_the_pages_own_image_links(served, tmp_path):
     np.testing.assert_array_equal(frames["time"].values, local["time"].values)
 
 
+def test_quoted_names_of_a_listing_are_the_files_names(served):
+    """Weakness: ``a%20b.jpg`` of an index page kept as the name (its time lost)."""
+    _, root, url = served
+    folder = root / "quoted"
+    names = write_stills(folder, 3)
+    renamed = [name.replace("CAMDSB106_", "CAM DSB+106 ") for name in names]
+    for old, new in zip(names, renamed, strict=True):
+        (folder / old).rename(folder / new)
+    frames = sx.open_frames(f"{url}/quoted/")
+    assert frames.attrs["source_files"] == [f"{url}/quoted/{n}" for n in renamed]
+    local = sx.open_frames(str(folder))
+    np.testing.assert_array_equal(frames["time"].values, local["time"].values)
+    np.testing.assert_array_equal(frames.values, local.values)
+    assert (frames["frame_status"].values == 1).all()
+
+
 def test_missing_listing_is_one_line_error(served, tmp_path, capsys):
     """Weakness: a 404 listing URL ended in a traceback or in a video error."""
     _, _, url = served
