@@ -430,6 +430,7 @@ def _probe_headers(
 
     URLs are read by a few threads at once (their time is the storage's latency).
     """
+    # Pillow warns from 89 megapixels; the limit here is MAX_FRAME_PIXELS, checked below.
     with _no_bomb_warning():
         if any(is_url(name) for name in files) and len(files) > 1:
             with ThreadPoolExecutor(max_workers=_TASK_THREADS) as pool:
