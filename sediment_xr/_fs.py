@@ -16,6 +16,7 @@ import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from io import BytesIO
 from typing import Any
+from urllib.parse import unquote
 
 import fsspec
 
@@ -154,8 +155,15 @@ def open_binary(name: str, storage_options: Mapping[str, Any] | None) -> Iterato
 
 
 def read_bytes(name: str, storage_options: Mapping[str, Any] | None) -> bytes:
-    """The whole content of a file."""
-    with open_binary(name, storage_options) as handle:
+    """The whole content of a file.
+
+    A URL is read with one request (``cat_file``: no HEAD for its size first, as opening a
+    file over http does).
+    """
+    if is_url(name):
+        fs, path = fsspec.core.url_to_fs(name, **(storage_options or {}))
+        return fs.cat_file(path)
+    with open(name, "rb") as handle:
         return handle.read()
 
 
@@ -272,7 +280,10 @@ def files_signature(files: Sequence[str], storage_options: Mapping[str, Any] | N
         for folder in sorted({posixpath.dirname(p) for p in paths}):
             fs.invalidate_cache(folder)
             for info in fs.ls(folder, detail=True):
-                infos[fs._strip_protocol(info["name"])] = info
+                name = fs._strip_protocol(info["name"])
+                infos[name] = info
+                if name.lower().startswith(("http://", "https://")):
+                    infos.setdefault(unquote(name), info)  # index pages quote names
     entries = []
     for path in paths:
         info = infos.get(path) or fs.info(path)

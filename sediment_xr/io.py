@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sediment_xr._fs import has_glob, is_url, url_to_fs
+from sediment_xr._fs import has_glob, is_url, storage_errors, url_to_fs
 from sediment_xr.exceptions import NAMED, ConfigError
 from sediment_xr.stills import IMAGE_EXTENSIONS, open_images
 from sediment_xr.video import open_video
@@ -24,12 +24,19 @@ __all__ = ["is_stills", "open_frames"]
 
 
 def is_stills(source: str, storage_options: Mapping[str, Any] | None = None) -> bool:
-    """Whether an input is a sequence of stills (a glob, an image name or a folder)."""
+    """Whether an input is a sequence of stills (a glob, an image name or a folder).
+
+    A URL ending in ``/`` (an ``http(s)://`` index page, an object-store prefix) is a folder
+    without asking the server; other URLs are asked (an index page with links is a folder).
+    """
     if has_glob(source) or source.lower().endswith(IMAGE_EXTENSIONS):
+        return True
+    if is_url(source) and source.endswith("/"):
         return True
     if is_url(source):
         fs, path = url_to_fs(source, storage_options)
-        return fs.isdir(path)
+        with storage_errors(source):  # e.g. an index page the server fails to give (500)
+            return fs.isdir(path)
     return os.path.isdir(os.path.expanduser(source))
 
 

@@ -3,6 +3,10 @@
 Opening lists the files, reads each image's size from its header and decodes the first image
 once; each chunk of images is read and decoded by its own task
 (:func:`sediment_xr.decode.read_chunk`).
+
+Remote folders (an ``http(s)://`` directory listing, an ``s3://`` or ``gs://`` prefix) are
+listed with one call; their headers are read by dask tasks on the active scheduler (the
+workers of a distributed cluster), not one by one by the client.
 """
 
 from __future__ import annotations
@@ -17,8 +21,11 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
+from urllib.parse import unquote
 
 import dask
+import dask.base
+import dask.threaded
 import numpy as np
 import pandas as pd
 import xarray as xr
@@ -71,7 +78,11 @@ __all__ = ["IMAGE_EXTENSIONS", "open_images"]
 
 #: File name endings (lower case) that :func:`open_images` takes from a folder or glob.
 IMAGE_EXTENSIONS: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
+# Headers of URLs: files per probing task, threads of the client's own threaded scheduler,
+# threads inside each task (reading a header is mostly waiting for the storage).
+_PROBE_FILES = 64
 _HEADER_THREADS = 16
+_TASK_THREADS = 8
 # Images tried from the start of the input for one that decodes, when opening.
 _FIRST_IMAGE_TRIES = 16
 
@@ -90,10 +101,13 @@ def open_images(
     Parameters
     ----------
     folder_or_glob : str or os.PathLike
-        A folder (local path or fsspec URL), or a glob pattern such as
+        A folder (local path or fsspec URL, e.g. an ``s3://bucket/cam/2021/`` prefix or an
+        ``https://host/cam/2021/08/24/`` directory listing), or a glob pattern such as
         ``"stills/*.jpg"`` or ``"s3://bucket/cam/2021*/*.jpg"``.  Only files ending in
         .png, .jpg, .jpeg, .tif or .tiff (any case) are taken; hidden files and AppleDouble
-        ``._*`` files are skipped.
+        ``._*`` files are skipped.  Of an http(s) index page, only the links to files one
+        name below the page are taken (not parent, sort-order ``?C=M;O=A``, sub-folder,
+        query or other-host links).
     resize : int or (int, int), optional
         Output size: an int for a square, or ``(width, height)``, with
         ``cv2.resize(..., interpolation=cv2.INTER_LINEAR)``.  Needed when images differ in
@@ -119,7 +133,7 @@ def open_images(
     Raises
     ------
     InputNotFoundError
-        If the folder does not exist or holds no image files.
+        If the folder (or index page) does not exist or holds no image files.
     InputError
         If only some names hold a timestamp, two names hold the same timestamp, an image
         header cannot be read, an image is over
@@ -134,7 +148,12 @@ def open_images(
     Notes
     -----
     Lazy: opening lists the files, reads each image's size from its header and decodes the
-    first image once.
+    first image once.  A folder URL is listed with one call each time it is opened (never
+    from an earlier listing).  The headers of URLs are read by dask tasks of 64 files,
+    computed together on the active scheduler: with a ``distributed.Client``, by its
+    workers, so that the client only lists the folder and reads the first image whatever
+    the number of images; the tasks make the same checks and raise the same errors as a
+    local read.
 
     Order and time: if every name holds a timestamp like ``..._20210824T031618_UTC.jpg``,
     images are sorted by it and it is the time.  If none does, names are sorted naturally
@@ -256,40 +275,27 @@ def _not_a_folder(source: str) -> str:
 
 
 def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
-    """List image files of a folder or glob pattern, as local paths or full URLs."""
-    pattern = has_glob(source)
+    """List image files of a folder or glob pattern, as local paths or full URLs.
+
+    A folder URL is listed with one call (one GET of an ``http(s)://`` index page, one
+    listing of an object-store prefix), never file by file.
+    """
     if is_url(source):
-        fs, path = url_to_fs(source, storage_options)
-        with storage_errors(source):
-            if pattern:
-                entries = fs.glob(path, detail=True)
-                names = [n for n, info in entries.items() if info.get("type") != "directory"]
-            else:
-                if not fs.exists(path):
-                    raise InputNotFoundError(
-                        f"{source} does not exist{missing_bucket(source, fs, path)}; a "
-                        "still-image input is a folder or a glob pattern of images. Check "
-                        "the URL and storage_options."
-                    )
-                if fs.isfile(path):
-                    raise InputError(_not_a_folder(source))
-                names = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
-        candidates = [fs.unstrip_protocol(n) for n in names]
+        candidates = _list_url(source, storage_options)
+    elif has_glob(source):
+        matches = glob.glob(os.path.expanduser(source), recursive=True)
+        candidates = [os.path.abspath(p) for p in matches if os.path.isfile(p)]
     else:
         expanded = os.path.expanduser(source)
-        if pattern:
-            matches = glob.glob(expanded, recursive=True)
-            candidates = [os.path.abspath(p) for p in matches if os.path.isfile(p)]
-        else:
-            if not os.path.exists(expanded):
-                raise InputNotFoundError(
-                    f"{source} does not exist; a still-image input is a folder or a glob "
-                    f"pattern of images. Check the path (working directory: {os.getcwd()})."
-                )
-            if not os.path.isdir(expanded):
-                raise InputError(_not_a_folder(source))
-            with os.scandir(expanded) as entries:
-                candidates = [os.path.abspath(e.path) for e in entries if e.is_file()]
+        if not os.path.exists(expanded):
+            raise InputNotFoundError(
+                f"{source} does not exist; a still-image input is a folder or a glob "
+                f"pattern of images. Check the path (working directory: {os.getcwd()})."
+            )
+        if not os.path.isdir(expanded):
+            raise InputError(_not_a_folder(source))
+        with os.scandir(expanded) as entries:
+            candidates = [os.path.abspath(e.path) for e in entries if e.is_file()]
     files = [
         name
         for name in candidates
@@ -302,6 +308,62 @@ def _list_images(source: str, storage_options: dict[str, Any]) -> list[str]:
             "still-image input needs at least one image. Check the folder or the glob pattern."
         )
     return files
+
+
+def _list_url(source: str, storage_options: dict[str, Any]) -> list[str]:
+    """The file URLs of a folder URL or glob pattern URL, from one listing."""
+    fs, path = url_to_fs(source, storage_options)
+    web = _is_http(source)
+    with storage_errors(source):
+        if has_glob(source):
+            entries = fs.glob(path, detail=True)
+            names = [n for n, info in entries.items() if info.get("type") != "directory"]
+            return [fs.unstrip_protocol(n) for n in names]
+        if web and basename(path).lower().endswith(IMAGE_EXTENSIONS) and fs.exists(path):
+            raise InputError(_not_a_folder(source))
+        fs.invalidate_cache(path)  # a fresh listing, not one an earlier call cached
+        try:
+            entries = fs.ls(path, detail=True)
+        except (FileNotFoundError, NotADirectoryError) as err:
+            raise InputNotFoundError(
+                f"{source} does not exist{missing_bucket(source, fs, path)}; a still-image "
+                "input is a folder or a glob pattern of images. Check the URL and "
+                "storage_options."
+            ) from err
+    if web:
+        return _index_files(path, entries)
+    files = [e for e in entries if e.get("type") == "file"]
+    if len(entries) == 1 and files and files[0]["name"].rstrip("/") == path.rstrip("/"):
+        raise InputError(_not_a_folder(source))  # fs.ls of a file lists the file itself
+    return [fs.unstrip_protocol(e["name"]) for e in files]
+
+
+def _is_http(source: str) -> bool:
+    return source.lower().startswith(("http://", "https://"))
+
+
+def _index_files(url: str, entries: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The files of an http(s) index page's links (fsspec's ``HTTPFileSystem.ls``).
+
+    fsspec keeps every link under the page's URL: relative links joined to it, absolute
+    ones (``/cam/x.jpg``, ``https://host/cam/x.jpg``) when they lead under it; it drops
+    ``../`` only. Kept here: the page's own files, i.e. links one name below the page,
+    without a query or fragment, with their names unquoted (``a%20b.jpg`` is the file
+    ``a b.jpg``, as in a local copy; fsspec quotes it again to read it). Left out:
+    sort-order links (``?C=M;O=A``), sub-folders, parent links, links elsewhere and query
+    strings.
+    """
+    base = url.split("?", 1)[0].split("#", 1)[0].rstrip("/") + "/"
+    files = []
+    for entry in entries:
+        name = str(entry["name"])
+        rest = name[len(base) :] if name.startswith(base) else ""
+        if not rest or any(char in rest for char in "/?#"):
+            continue
+        rest = unquote(rest)  # the file's own name (index pages quote ``a b.jpg`` a%20b.jpg)
+        if not any(char in rest for char in "/?#") and rest not in (".", ".."):
+            files.append(base + rest)
+    return sorted(set(files))
 
 
 def _natural_key(name: str) -> tuple[list[Any], str]:
@@ -341,46 +403,73 @@ def _image_sizes(
 ) -> tuple[list[tuple[int, int]], set[str]]:
     """``(width, height)`` of every image as shown, from the headers; the names rotated.
 
-    An EXIF orientation of 5 to 8 turns the image a quarter: width and height swap.
+    Local files are read here. URLs are read by dask tasks of :data:`_PROBE_FILES` files
+    each, computed together on the active scheduler (the workers of a distributed cluster),
+    so the client makes no request per file; the tasks run the same checks and raise the
+    same errors as a local read.
     """
-    rotated: set[str] = set()
+    if any(is_url(name) for name in files):
+        tasks = [
+            dask.delayed(_probe_headers, pure=True)(files[b : b + _PROBE_FILES], storage_options)
+            for b in range(0, len(files), _PROBE_FILES)
+        ]
+        threaded = dask.base.get_scheduler(collections=tasks) in (None, dask.threaded.get)
+        extra = {"scheduler": "threads", "num_workers": _HEADER_THREADS} if threaded else {}
+        probed = [item for chunk in dask.compute(*tasks, **extra) for item in chunk]
+    else:
+        probed = _probe_headers(files, storage_options)
+    sizes = [(width, height) for width, height, _ in probed]
+    rotated = {name for name, (_, _, turned) in zip(files, probed, strict=True) if turned}
+    return sizes, rotated
 
-    def size_of(name: str) -> tuple[int, int]:
-        try:
-            with (
-                storage_errors(name),
-                open_binary(name, storage_options) as handle,
-                Image.open(handle) as image,
-            ):
-                width, height = int(image.size[0]), int(image.size[1])
-                turn = orientation(image)
-                if turn != 1:
-                    rotated.add(name)
-                if turn in (5, 6, 7, 8):
-                    width, height = height, width
-        except SedimentXRError:
-            raise
-        except Image.DecompressionBombError as err:
-            raise InputError(too_many_pixels(name, short(err))) from err
-        except Exception as err:
-            if file_size(name, storage_options) == 0:
-                raise InputError(
-                    f"{name} is empty (0 bytes); a still-image input needs image files with "
-                    "data. Remove it or copy it again."
-                ) from err
-            raise InputError(
-                f"{name} is not a readable image ({short(err)}); a still-image input needs "
-                "PNG/JPEG/TIFF files. Remove or replace this file."
-            ) from err
-        check_pixels(name, width, height)
-        return width, height
 
-    # Pillow warns from 89 megapixels; the limit here is MAX_FRAME_PIXELS, checked above.
+def _probe_headers(
+    files: Sequence[str], storage_options: Mapping[str, Any]
+) -> list[tuple[int, int, bool]]:
+    """Dask task: ``(width, height, turned)`` of images as shown, read from their headers.
+
+    URLs are read by a few threads at once (their time is the storage's latency).
+    """
+    # Pillow warns from 89 megapixels; the limit here is MAX_FRAME_PIXELS, checked below.
     with _no_bomb_warning():
         if any(is_url(name) for name in files) and len(files) > 1:
-            with ThreadPoolExecutor(max_workers=_HEADER_THREADS) as pool:
-                return list(pool.map(size_of, files)), rotated
-        return [size_of(name) for name in files], rotated
+            with ThreadPoolExecutor(max_workers=_TASK_THREADS) as pool:
+                return list(pool.map(lambda name: _header_size(name, storage_options), files))
+        return [_header_size(name, storage_options) for name in files]
+
+
+def _header_size(name: str, storage_options: Mapping[str, Any]) -> tuple[int, int, bool]:
+    """``(width, height, turned)`` of one image as shown; InputError when it cannot be read.
+
+    ``turned``: the image has an EXIF orientation other than 1; one of 5 to 8 turns it a
+    quarter, so width and height swap.
+    """
+    try:
+        with (
+            storage_errors(name),
+            open_binary(name, storage_options) as handle,
+            Image.open(handle) as image,
+        ):
+            width, height = int(image.size[0]), int(image.size[1])
+            turn = orientation(image)
+    except SedimentXRError:
+        raise
+    except Image.DecompressionBombError as err:
+        raise InputError(too_many_pixels(name, short(err))) from err
+    except Exception as err:
+        if file_size(name, storage_options) == 0:
+            raise InputError(
+                f"{name} is empty (0 bytes); a still-image input needs image files with "
+                "data. Remove it or copy it again."
+            ) from err
+        raise InputError(
+            f"{name} is not a readable image ({short(err)}); a still-image input needs "
+            "PNG/JPEG/TIFF files. Remove or replace this file."
+        ) from err
+    if turn in (5, 6, 7, 8):
+        width, height = height, width
+    check_pixels(name, width, height)
+    return width, height, turn != 1
 
 
 @contextlib.contextmanager
