@@ -27,6 +27,7 @@ from sediment_xr._yaml import apply_overrides
 from sediment_xr.coverage import check_classes
 from sediment_xr.exceptions import ConfigError, setting
 from sediment_xr.quality import QUALITY_DEFAULTS
+from sediment_xr.recordings import check_window
 from sediment_xr.timeaxis import check_time_options, parse_frame_interval, parse_start_time
 
 __all__ = [
@@ -114,9 +115,19 @@ def _frame_interval(value: Any, name: str) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _window(value: Any, name: str) -> tuple[Any, Any] | None:
+    if check_window(value, name) is None:
+        return None
+    return tuple(v if isinstance(v, str | int | float) else str(v) for v in value)
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestConfig(_Section):
     """How frames are read: sampling rate, size, time axis, chunking and whether to keep them.
+
+    ``window`` takes, from each of many recordings (a folder, glob or list of videos), only
+    the frames from its first offset to its second after the recording's start, e.g.
+    ``["00:05:00", "00:05:10"]`` (:func:`sediment_xr.open_recordings`).
 
     ``store_frames`` keeps the decoded frames of the analysed window in ``cube.zarr`` (off by
     default: measured, they take several times the size of an H.264 video and writing them
@@ -129,6 +140,7 @@ class IngestConfig(_Section):
     resize: tuple[int, int] | None = _key(None, check.check_resize)
     start_time: str | None = _key(None, _start_time)
     frame_interval: str | None = _key(None, _frame_interval)
+    window: tuple[Any, Any] | None = _key(None, _window)
     chunk_frames: int | None = _key(None, check.check_chunk_frames)
     store_frames: bool = _key(False, check.check_bool)
 
@@ -408,6 +420,10 @@ def stage_settings(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         ingest["frame_interval"] = str(parse_frame_interval(ingest["frame_interval"]))
     if ingest.get("start_time") is not None:
         ingest["start_time"] = parse_start_time(ingest["start_time"]).isoformat()
+    if ingest.get("window") is None:  # not there: the fingerprints of earlier runs stay
+        ingest.pop("window", None)
+    else:
+        ingest["window"] = [str(t) for t in check_window(ingest["window"])]
     preprocess = dict(data.get("preprocess") or {})
     cube = {
         "input": data.get("input"),

@@ -131,6 +131,7 @@ def open_input(config: Config) -> xr.DataArray:
     return open_frames(
         config.input,
         fps=ing.fps,
+        window=ing.window,
         resize=ing.resize,
         chunk_frames=ing.chunk_frames,
         start_time=ing.start_time,

@@ -8,8 +8,9 @@ and first frame), its start time comes from its name
 (:func:`~sediment_xr.timeaxis.parse_timestamp_from_name`) or else from its container's
 ``creation_time``, and its frames are timed by that start plus their stream time.  The files
 are put in time order; their frames must not overlap in time.  Each chunk of frames is decoded
-by its own task (:func:`sediment_xr.decode.decode_chunk`) from one file only, so the series
-stays lazy and runs on distributed workers.
+by its own task (:func:`sediment_xr.decode.decode_chunk`, which opens its file), so the series
+stays lazy and runs on distributed workers; a chunk that spans two files decodes the part of each
+in turn.
 """
 
 from __future__ import annotations
@@ -51,7 +52,13 @@ from sediment_xr.exceptions import (
     SedimentXRWarning,
     setting,
 )
-from sediment_xr.frames import auto_chunk_frames, check_pixels, decoded, frames_array
+from sediment_xr.frames import (
+    Window,
+    auto_chunk_frames,
+    check_pixels,
+    decoded,
+    frames_array,
+)
 from sediment_xr.timeaxis import offset_times, parse_creation_time, parse_timestamp_from_name
 from sediment_xr.video import (
     _check_file,
@@ -66,6 +73,7 @@ __all__ = [
     "FILE_ATTRS",
     "VIDEO_EXTENSIONS",
     "check_window",
+    "decode_parts",
     "list_recordings",
     "open_recordings",
 ]
@@ -251,8 +259,9 @@ def open_recordings(
         Output size (see :func:`~sediment_xr.open_video`).  Needed when the recordings'
         frames differ in size.
     chunk_frames : int, optional
-        Frames per dask chunk along ``time``; a chunk never spans two files (the last chunk
-        of each file may be shorter).  Default: :func:`~sediment_xr.frames.auto_chunk_frames`.
+        Frames per dask chunk along ``time`` (all chunks but the last the same size, as the
+        run's stores need; a chunk that spans two files decodes each file's part in turn,
+        :func:`decode_parts`).  Default: :func:`~sediment_xr.frames.auto_chunk_frames`.
     storage_options : mapping, optional
         Passed to :func:`fsspec.open` for URLs.
 
@@ -305,26 +314,33 @@ def open_recordings(
     picked = [(r, indices) for r, indices in picked if indices]
 
     def task_of(chunk: Sequence[tuple[int, int]], frame_window: Any) -> Any:
-        rec = picked[chunk[0][0]][0]
-        return dask.delayed(decode_chunk, pure=True, nout=2)(
-            rec.target,
-            [pts for _, pts in chunk],
-            frame_size=rec.probe.frame_size,
-            out_size=out_size,
-            storage_options=options,
-            turns=rec.probe.turns,
-            window=frame_window,
+        parts = [
+            (picked[k][0].target, [p for _, p in group], picked[k][0].probe)
+            for k, group in itertools.groupby(chunk, key=lambda item: item[0])
+        ]
+        if len(parts) == 1:  # the common case: the task of a single video's chunk
+            target, pts, probe = parts[0]
+            return dask.delayed(decode_chunk, pure=True, nout=2)(
+                target,
+                pts,
+                frame_size=probe.frame_size,
+                out_size=out_size,
+                storage_options=options,
+                turns=probe.turns,
+                window=frame_window,
+            )
+        plain = [(t, pts, probe.frame_size, probe.turns) for t, pts, probe in parts]
+        return dask.delayed(decode_parts, pure=True, nout=2)(
+            plain, out_size=out_size, storage_options=options, window=frame_window
         )
 
-    chunks = []
-    for k, (rec, indices) in enumerate(picked):
-        wanted = [(k, rec.probe.pts[i]) for i in indices]
-        chunks += [wanted[b : b + chunk_frames] for b in range(0, len(wanted), chunk_frames)]
+    flat = [(k, rec.probe.pts[i]) for k, (rec, indices) in enumerate(picked) for i in indices]
+    chunks = [flat[b : b + chunk_frames] for b in range(0, len(flat), chunk_frames)]
     data, status = decoded(task_of, chunks, out_h, out_w)
 
     times = np.concatenate([_times(rec, indices) for rec, indices in picked])
     numbers = np.concatenate([np.asarray(indices, dtype=np.int64) for _, indices in picked])
-    names = np.array([rec.name for rec, indices in picked for _ in indices], dtype=str)
+    names = np.array([rec.name for rec, indices in picked for _ in indices], dtype=object)
     call = call_repr(
         "sediment_xr.open_recordings",
         label,
@@ -342,6 +358,44 @@ def open_recordings(
     }
     frames = frames_array(data, status, times, numbers, _time_source(recordings), attrs)
     return frames.assign_coords(file=("time", names, dict(FILE_ATTRS)))
+
+
+def decode_parts(
+    parts: Sequence[tuple[str, Sequence[int], tuple[int, int], int]],
+    *,
+    out_size: tuple[int, int] | None = None,
+    storage_options: Mapping[str, Any] | None = None,
+    window: Window | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a chunk whose frames come from several files (the dask task of such a chunk).
+
+    Parameters
+    ----------
+    parts : sequence of (source, wanted_pts, frame_size, turns)
+        Each file's frames in the chunk, in order, as :func:`~sediment_xr.decode.decode_chunk`
+        takes them.
+    out_size, storage_options, window
+        As for :func:`~sediment_xr.decode.decode_chunk`.
+
+    Returns
+    -------
+    (numpy.ndarray, numpy.ndarray)
+        The frames ``(time, y, x, channel)`` and their ``frame_status``, in order.
+    """
+    frames, status = [], []
+    for source, pts, frame_size, turns in parts:
+        data, flags = decode_chunk(
+            source,
+            pts,
+            frame_size=frame_size,
+            out_size=out_size,
+            storage_options=storage_options,
+            turns=turns,
+            window=window,
+        )
+        frames.append(data)
+        status.append(flags)
+    return np.concatenate(frames), np.concatenate(status)
 
 
 def _recording_files(
