@@ -304,6 +304,16 @@ def _path(value: Any, name: str) -> str:
     return local_path(value)  # file:// and local:// are local paths, with their protections
 
 
+def _input(value: Any, name: str) -> str | tuple[str, ...]:
+    """One path or URL, or a list of them (many recordings, one series)."""
+    if isinstance(value, list | tuple):
+        if not value:
+            example = ["a.mov", "b.mov"]
+            raise check.bad_value(name, "a path or URL, or a list of recordings", value, example)
+        return tuple(_path(v, name) for v in value)
+    return _path(value, name)
+
+
 def _classes(value: Any, name: str) -> dict[str, tuple[int, ...]] | None:
     if value is None:
         return None
@@ -329,10 +339,11 @@ class Config(_Section):
     by default it is the output folder's name. ``storage_options`` (fsspec options, e.g.
     credentials and endpoint) serve the input and the output; ``input_storage_options`` and
     ``output_storage_options`` replace them for one side (e.g. a public bucket read with
-    ``anon: true`` and a private one written with credentials).
+    ``anon: true`` and a private one written with credentials).  ``input`` is a path or URL
+    (a video, a folder or glob of stills or of recordings), or a list of recordings.
     """
 
-    input: str = _key(None, _path)
+    input: str | tuple[str, ...] = _key(None, _input)
     output: str = _key(None, _path)
     name: str | None = _key(None, _run_name)
     storage_options: Mapping[str, Any] = _key(None, check_storage_options, secret=True)
@@ -359,6 +370,18 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data, in the file's layout."""
         return _plain(self)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input's paths or URLs: the one input, or each recording of a list."""
+        return self.input if isinstance(self.input, tuple) else (self.input,)
+
+    @property
+    def input_label(self) -> str:
+        """The input as messages and attributes show it (a list: its count and first file)."""
+        if isinstance(self.input, str):
+            return self.input
+        return f"{len(self.input)} recordings ({self.input[0]}, ...)"
 
     @property
     def input_options(self) -> dict[str, Any]:
@@ -502,7 +525,9 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
     return _with_paths(config, base_dir, which) if base_dir else config
 
 
-def _resolve(path: str, base_dir: str | Path | None) -> str:
+def _resolve(path: str | tuple[str, ...], base_dir: str | Path | None) -> Any:
+    if isinstance(path, tuple):  # a list of recordings
+        return tuple(_resolve(p, base_dir) for p in path)
     path = os.path.expanduser(path)
     if base_dir is None or is_url(path) or os.path.isabs(path):
         return path

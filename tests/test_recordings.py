@@ -332,3 +332,39 @@ def test_cli_runs_a_folder_of_three_recordings_end_to_end(tmp_path, capsys):
     assert (cube["frame_status"].values == FRAME_OK).all()
     long = pd.read_parquet(tmp_path / "out" / "cover.parquet")
     assert set(long["file"]) == set(names)
+
+
+def test_cli_takes_a_list_of_recordings_relative_to_the_config(tmp_path, capsys):
+    """Weakness: a config's input could only be one path, not a list of recordings."""
+    three_recordings(tmp_path / "archive")
+    listed = [f"archive/{camhd(s)}" for s in ("20220101T010000", "20220101T000000")]
+    config = write_config(tmp_path, listed, window=[0.2, 0.4])
+    code, out, err = run(["run", str(config)], capsys)
+    assert code == 0, err
+    assert (out.strip(), err) == (str(tmp_path / "out"), "")
+    cover = pd.read_csv(tmp_path / "out" / "cover.csv")
+    starts = ["2022-01-01T00:00", "2022-01-01T01:00"]
+    assert cover["time"].tolist() == [str(t)[:23] for t in expected_times(starts, [0.2, 0.3])]
+    assert cover["file"].tolist()[::2] == [camhd("20220101T000000"), camhd("20220101T010000")]
+    resolved = yaml.safe_load((tmp_path / "out" / "config.resolved.yaml").read_text())
+    assert resolved["input"] == [str(tmp_path / name) for name in listed]
+
+
+def test_list_input_inside_the_output_folder_is_refused(tmp_path, capsys):
+    """Weakness: the output-folder checks looked at a single input only."""
+    folder = three_recordings(tmp_path / "out" / "segmented")
+    listed = [str(p) for p in sorted(folder.iterdir())]
+    config = write_config(tmp_path, listed)
+    code, out, err = run(["run", str(config)], capsys)
+    assert_refused(code, out, err, ["segmented of the output folder", listed[0]])
+
+
+def test_example_camhd_config_parses(tmp_path):
+    """Weakness: the example config of an archive of recordings could rot unread."""
+    from sediment_xr.config import load_config
+
+    path = Path(__file__).parents[1] / "configs" / "camhd_recordings.yaml"
+    config = load_config(path)
+    assert config.input == str(path.parents[1] / "data" / "camhd")
+    assert config.ingest.window == ("00:05:00", "00:05:10")
+    assert config.ingest.fps == 1
