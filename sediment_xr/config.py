@@ -309,7 +309,13 @@ def _input(value: Any, name: str) -> str | tuple[str, ...]:
     if isinstance(value, list | tuple):
         if not value:
             example = ["a.mov", "b.mov"]
-            raise check.bad_value(name, "a path or URL, or a list of recordings", value, example)
+            raise check.bad_value(
+                name,
+                "a path or URL, or a list of recordings",
+                value,
+                example,
+                fix=f"Add e.g. {setting(name, example)}.",
+            )
         return tuple(_path(v, name) for v in value)
     return _path(value, name)
 

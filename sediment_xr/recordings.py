@@ -61,12 +61,12 @@ from sediment_xr.frames import (
 )
 from sediment_xr.timeaxis import offset_times, parse_creation_time, parse_timestamp_from_name
 from sediment_xr.video import (
-    _check_file,
-    _check_fps_for_video,
-    _probe_video,
-    _sample_indices,
-    _stream_offsets_ns,
-    _VideoProbe,
+    VideoProbe,
+    check_fps_for_video,
+    check_video_file,
+    probe_video,
+    sample_indices,
+    stream_offsets_ns,
 )
 
 __all__ = [
@@ -107,7 +107,7 @@ class _Recording:
     name: str
     start: pd.Timestamp
     from_name: bool
-    probe: _VideoProbe
+    probe: VideoProbe
 
     @property
     def end(self) -> pd.Timestamp:
@@ -437,8 +437,8 @@ def _recording_files(
 
 def _open_one(target: str, options: dict[str, Any]) -> _Recording:
     """Probe one file (as :func:`~sediment_xr.open_video` does) and find when it starts."""
-    _check_file(target, options)
-    probe = _probe_video(target, options)
+    check_video_file(target, options)
+    probe = probe_video(target, options)
     name = basename(target) if not is_url(target) else (without_query(target) or target)
     stamp = parse_timestamp_from_name(target)
     if stamp is not None:
@@ -493,10 +493,10 @@ def _wanted_indices(
     """Indices of the frames taken from one recording (its window, sampled at `fps`)."""
     pts, time_base = rec.probe.pts, rec.probe.time_base
     if fps is not None:
-        _check_fps_for_video(rec.target, fps, pts, time_base)
+        check_fps_for_video(rec.target, fps, pts, time_base)
     step = None if fps is None else Fraction(fps).limit_denominator(1_000_000)
     if span is None:
-        return list(range(len(pts))) if step is None else _sample_indices(pts, time_base, step)
+        return list(range(len(pts))) if step is None else sample_indices(pts, time_base, step)
     times = [(p - pts[0]) * time_base for p in pts]
     low, high = (Fraction(int(t.value), 10**9) for t in span)
     if step is None:
@@ -556,7 +556,7 @@ def _times(rec: _Recording, indices: Sequence[int]) -> np.ndarray:
     """Times of the chosen frames of one recording: its start plus their stream time."""
     pts = rec.probe.pts
     wanted = [pts[i] for i in indices]
-    offsets = _stream_offsets_ns(rec.target, wanted, pts[0], rec.probe.time_base)
+    offsets = stream_offsets_ns(rec.target, wanted, pts[0], rec.probe.time_base)
     return offset_times(rec.start, offsets, f" of {rec.name}")
 
 
