@@ -49,6 +49,7 @@ from sediment_xr.illumination import Illumination, fit_illumination
 from sediment_xr.io import open_frames
 from sediment_xr.model import ClusterModel
 from sediment_xr.preprocess import crop, enhance, preprocess, to_color_space
+from sediment_xr.recordings import open_recordings
 from sediment_xr.results import open_cover, open_results
 from sediment_xr.stills import open_images
 from sediment_xr.trend import fit_trends
@@ -84,6 +85,7 @@ __all__ = [
     "open_cover",
     "open_frames",
     "open_images",
+    "open_recordings",
     "open_results",
     "open_video",
     "preprocess",

@@ -256,10 +256,11 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
     from sediment_xr.exceptions import ConfigError, OutputError
     from sediment_xr.store import OUTPUT_FILES
 
-    if "://" in config.input:
-        fs, path = url_to_fs(config.input, config.input_options)
-        with storage_errors(config.input):
-            fs.exists(_literal_prefix(path))
+    for given in config.inputs:  # one input, or each recording of a list
+        if "://" in given:
+            fs, path = url_to_fs(given, config.input_options)
+            with storage_errors(given):
+                fs.exists(_literal_prefix(path))
     out = config.output
     if "://" in out:
         fs, path = url_to_fs(out, config.output_options)
@@ -291,25 +292,34 @@ def _check_locations(config: Any, *, overwrite: bool) -> None:
                 "output folder, and sediment-xr writes only inside its output folder. Remove "
                 "the link, or give the folder it points to as output."
             )
-    if "://" not in config.input:
-        source = Path(_literal_prefix(config.input)).resolve()
-        for name in OUTPUT_FILES:
-            own = real / name
-            if source == own or source.is_relative_to(own):
-                what = "replaces" if overwrite else "writes"
-                raise ConfigError(
-                    f"input {config.input} is {name} of the output folder {out}, which a run "
-                    f"there {what}. Copy the input out of the output folder, or choose another "
-                    "output."
-                )
-        folder = source if source.is_dir() else source.parent
-        if real == folder or ("**" in config.input and real.is_relative_to(folder)):
+    for given in config.inputs:
+        if "://" not in given:
+            _check_input_outside(given, out, real, overwrite=overwrite)
+
+
+def _check_input_outside(given: str, out: str, real: Path, *, overwrite: bool) -> None:
+    """Refuse a local input inside the output folder, or an output in the input's folder."""
+    from sediment_xr.exceptions import ConfigError
+    from sediment_xr.store import OUTPUT_FILES
+
+    source = Path(_literal_prefix(given)).resolve()
+    for name in OUTPUT_FILES:
+        own = real / name
+        if source == own or source.is_relative_to(own):
+            what = "replaces" if overwrite else "writes"
             raise ConfigError(
-                f"output {out} is {'the input folder' if real == folder else 'inside the input'}"
-                f" {folder} of {config.input}, so files a run writes (segmented PNGs, the "
-                "video) could be read as input by the next run. Choose an output folder "
-                "outside the input folder."
+                f"input {given} is {name} of the output folder {out}, which a run "
+                f"there {what}. Copy the input out of the output folder, or choose another "
+                "output."
             )
+    folder = source if source.is_dir() else source.parent
+    if real == folder or ("**" in given and real.is_relative_to(folder)):
+        raise ConfigError(
+            f"output {out} is {'the input folder' if real == folder else 'inside the input'}"
+            f" {folder} of {given}, so files a run writes (segmented PNGs, the "
+            "video) could be read as input by the next run. Choose an output folder "
+            "outside the input folder."
+        )
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -27,6 +27,7 @@ from sediment_xr._yaml import apply_overrides
 from sediment_xr.coverage import check_classes
 from sediment_xr.exceptions import ConfigError, setting
 from sediment_xr.quality import QUALITY_DEFAULTS
+from sediment_xr.recordings import check_window
 from sediment_xr.timeaxis import check_time_options, parse_frame_interval, parse_start_time
 
 __all__ = [
@@ -114,9 +115,19 @@ def _frame_interval(value: Any, name: str) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+def _window(value: Any, name: str) -> tuple[Any, Any] | None:
+    if check_window(value, name) is None:
+        return None
+    return tuple(v if isinstance(v, str | int | float) else str(v) for v in value)
+
+
 @dataclasses.dataclass(frozen=True)
 class IngestConfig(_Section):
     """How frames are read: sampling rate, size, time axis, chunking and whether to keep them.
+
+    ``window`` takes, from each of many recordings (a folder, glob or list of videos), only
+    the frames from its first offset to its second after the recording's start, e.g.
+    ``["00:05:00", "00:05:10"]`` (:func:`sediment_xr.open_recordings`).
 
     ``store_frames`` keeps the decoded frames of the analysed window in ``cube.zarr`` (off by
     default: measured, they take several times the size of an H.264 video and writing them
@@ -129,6 +140,7 @@ class IngestConfig(_Section):
     resize: tuple[int, int] | None = _key(None, check.check_resize)
     start_time: str | None = _key(None, _start_time)
     frame_interval: str | None = _key(None, _frame_interval)
+    window: tuple[Any, Any] | None = _key(None, _window)
     chunk_frames: int | None = _key(None, check.check_chunk_frames)
     store_frames: bool = _key(False, check.check_bool)
 
@@ -292,6 +304,22 @@ def _path(value: Any, name: str) -> str:
     return local_path(value)  # file:// and local:// are local paths, with their protections
 
 
+def _input(value: Any, name: str) -> str | tuple[str, ...]:
+    """One path or URL, or a list of them (many recordings, one series)."""
+    if isinstance(value, list | tuple):
+        if not value:
+            example = ["a.mov", "b.mov"]
+            raise check.bad_value(
+                name,
+                "a path or URL, or a list of recordings",
+                value,
+                example,
+                fix=f"Add e.g. {setting(name, example)}.",
+            )
+        return tuple(_path(v, name) for v in value)
+    return _path(value, name)
+
+
 def _classes(value: Any, name: str) -> dict[str, tuple[int, ...]] | None:
     if value is None:
         return None
@@ -317,10 +345,11 @@ class Config(_Section):
     by default it is the output folder's name. ``storage_options`` (fsspec options, e.g.
     credentials and endpoint) serve the input and the output; ``input_storage_options`` and
     ``output_storage_options`` replace them for one side (e.g. a public bucket read with
-    ``anon: true`` and a private one written with credentials).
+    ``anon: true`` and a private one written with credentials).  ``input`` is a path or URL
+    (a video, a folder or glob of stills or of recordings), or a list of recordings.
     """
 
-    input: str = _key(None, _path)
+    input: str | tuple[str, ...] = _key(None, _input)
     output: str = _key(None, _path)
     name: str | None = _key(None, _run_name)
     storage_options: Mapping[str, Any] = _key(None, check_storage_options, secret=True)
@@ -347,6 +376,18 @@ class Config(_Section):
     def to_dict(self) -> dict[str, Any]:
         """The config as plain YAML-able data, in the file's layout."""
         return _plain(self)
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The input's paths or URLs: the one input, or each recording of a list."""
+        return self.input if isinstance(self.input, tuple) else (self.input,)
+
+    @property
+    def input_label(self) -> str:
+        """The input as messages and attributes show it (a list: its count and first file)."""
+        if isinstance(self.input, str):
+            return self.input
+        return f"{len(self.input)} recordings ({self.input[0]}, ...)"
 
     @property
     def input_options(self) -> dict[str, Any]:
@@ -408,6 +449,10 @@ def stage_settings(data: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
         ingest["frame_interval"] = str(parse_frame_interval(ingest["frame_interval"]))
     if ingest.get("start_time") is not None:
         ingest["start_time"] = parse_start_time(ingest["start_time"]).isoformat()
+    if ingest.get("window") is None:  # not there: the fingerprints of earlier runs stay
+        ingest.pop("window", None)
+    else:
+        ingest["window"] = [str(t) for t in check_window(ingest["window"])]
     preprocess = dict(data.get("preprocess") or {})
     cube = {
         "input": data.get("input"),
@@ -486,7 +531,9 @@ def config_from_dict(data: Mapping[str, Any], *, base_dir: str | Path | None = N
     return _with_paths(config, base_dir, which) if base_dir else config
 
 
-def _resolve(path: str, base_dir: str | Path | None) -> str:
+def _resolve(path: str | tuple[str, ...], base_dir: str | Path | None) -> Any:
+    if isinstance(path, tuple):  # a list of recordings
+        return tuple(_resolve(p, base_dir) for p in path)
     path = os.path.expanduser(path)
     if base_dir is None or is_url(path) or os.path.isabs(path):
         return path

@@ -140,9 +140,9 @@ def check_classes(
             raise ConfigError(
                 f"{name} needs non-empty text names, but got {label!r}. {use}", settings=settings
             )
-        if label in ("time", "frame", "quality") or re.fullmatch(r"cluster_\d+", label):
+        if label in ("time", "frame", "file", "quality") or re.fullmatch(r"cluster_\d+", label):
             raise ConfigError(
-                f"{name} needs names other than the columns of cover.csv (time, frame, "
+                f"{name} needs names other than the columns of cover.csv (time, frame, file, "
                 f"quality, cluster_0, cluster_1, ...), but got {label!r}. Rename it, e.g. "
                 f"{label}_class.",
                 settings=settings,

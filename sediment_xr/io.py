@@ -1,14 +1,17 @@
-"""Open any input as frames: a video (:mod:`sediment_xr.video`) or stills (:mod:`~.stills`).
+"""Open any input as frames: a video, stills or many recordings.
 
-:func:`open_frames` decides which from the input itself: a glob pattern, an image file name
-or a folder is a sequence of stills; anything else is a video.
+The openers are :mod:`sediment_xr.video`, :mod:`~.stills` and :mod:`~.recordings`.
+
+:func:`open_frames` decides which from the input itself: a list of files, or a folder or glob
+pattern of video files only, is a series of recordings; another glob pattern, an image file
+name or a folder is a sequence of stills; anything else is a video.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -16,11 +19,27 @@ import pandas as pd
 import xarray as xr
 
 from sediment_xr._fs import has_glob, is_url, storage_errors, url_to_fs
-from sediment_xr.exceptions import NAMED, ConfigError
+from sediment_xr.exceptions import NAMED, ConfigError, setting
+from sediment_xr.recordings import list_recordings, open_recordings
 from sediment_xr.stills import IMAGE_EXTENSIONS, open_images
 from sediment_xr.video import open_video
 
-__all__ = ["is_stills", "open_frames"]
+__all__ = ["is_recordings", "is_stills", "open_frames"]
+
+
+def is_recordings(
+    source: str | Sequence[str], storage_options: Mapping[str, Any] | None = None
+) -> bool:
+    """Whether an input is a series of recordings.
+
+    That is a list of files, or a folder or glob pattern holding video files and no images
+    (:func:`~sediment_xr.recordings.list_recordings`).
+    """
+    if not isinstance(source, str):
+        return True
+    if not has_glob(source) and source.lower().endswith(IMAGE_EXTENSIONS):
+        return False
+    return list_recordings(source, storage_options) is not None
 
 
 def is_stills(source: str, storage_options: Mapping[str, Any] | None = None) -> bool:
@@ -41,24 +60,29 @@ def is_stills(source: str, storage_options: Mapping[str, Any] | None = None) -> 
 
 
 def open_frames(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     *,
     fps: float | None = None,
+    window: Sequence[Any] | None = None,
     resize: int | tuple[int, int] | None = None,
     chunk_frames: int | None = None,
     start_time: str | dt.datetime | np.datetime64 | pd.Timestamp | None = None,
     frame_interval: str | dt.timedelta | np.timedelta64 | pd.Timedelta | None = None,
     storage_options: Mapping[str, Any] | None = None,
 ) -> xr.DataArray:
-    """Open a video, or a folder or glob of stills, as lazy frames.
+    """Open a video, a folder or glob of stills, or many recordings as lazy frames.
 
     Parameters
     ----------
-    source : str or os.PathLike
-        A video file, a folder of stills or a glob pattern; a local path or an fsspec URL.
+    source : str, os.PathLike or a list of them
+        A video file, a folder or glob pattern of stills, or many recordings: a folder or
+        glob pattern of video files, or a list of video files; local paths or fsspec URLs.
     fps, resize, chunk_frames, start_time, frame_interval, storage_options
         See :func:`~sediment_xr.open_video` and :func:`~sediment_xr.open_images` (``fps``
         samples a video and is refused for stills).
+    window : (start, end), optional
+        A time window inside each recording (:func:`~sediment_xr.open_recordings`); only
+        for many recordings.
 
     Returns
     -------
@@ -70,6 +94,23 @@ def open_frames(
     Lazy: see the opener's notes.
     """
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
+    if is_recordings(source, storage_options):
+        _no_single_times(source, start_time, frame_interval)
+        return open_recordings(
+            source,
+            fps=fps,
+            window=window,
+            resize=resize,
+            chunk_frames=chunk_frames,
+            storage_options=storage_options,
+        )
+    if window is not None:
+        raise ConfigError(
+            f"{setting('window', list(window))} samples each of many recordings, but "
+            f"{source} is one video or a folder of stills. Remove window, or give the video "
+            "as a list of one recording.",
+            settings=[("window", NAMED), ("window", list(window))],
+        )
     common = {
         "resize": resize,
         "chunk_frames": chunk_frames,
@@ -86,3 +127,16 @@ def open_frames(
             )
         return open_images(source, **common)
     return open_video(source, fps=fps, **common)
+
+
+def _no_single_times(source: Any, start_time: Any, frame_interval: Any) -> None:
+    """Refuse start_time or frame_interval for recordings: their names time them."""
+    given = [n for n, v in (("start_time", start_time), ("frame_interval", frame_interval)) if v]
+    if given:
+        shown = source if isinstance(source, str) else f"the list of {len(source)} recordings"
+        raise ConfigError(
+            f"{given[0]} times one video or a sequence of stills, but {shown} is many "
+            "recordings, each timed by the start time in its name (or its container) plus "
+            f"its stream time. Remove {' and '.join(given)}.",
+            settings=[(name, NAMED) for name in given],
+        )

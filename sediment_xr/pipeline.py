@@ -129,8 +129,9 @@ def open_input(config: Config) -> xr.DataArray:
     """The configured input as lazy frames (:func:`sediment_xr.io.open_frames`)."""
     ing = config.ingest
     return open_frames(
-        config.input,
+        config.input if isinstance(config.input, str) else list(config.input),
         fps=ing.fps,
+        window=ing.window,
         resize=ing.resize,
         chunk_frames=ing.chunk_frames,
         start_time=ing.start_time,
@@ -270,7 +271,7 @@ def _check_settings(config: Config, frames: xr.DataArray) -> None:
             f"report.png_frames and report.example_frame need positions below {n_time} (the "
             f"number of frames), but got {bad}. Use positions 0 to {n_time - 1}."
         )
-    reads = [("input", path) for path in frames.attrs.get("source_files") or [config.input]]
+    reads = [("input", path) for path in frames.attrs.get("source_files") or list(config.inputs)]
     reads += [("cluster.model", config.cluster.model)]
     reads += [("cluster.reference", config.cluster.reference)]
     for key, path in reads:  # files the run reads are never among those it replaces
@@ -373,7 +374,7 @@ def _plan(
 ) -> _Plan:
     """Compare the config with the stored state: refuse, replace or resume."""
     chunk_frames = int(frames.chunks[0][0]) if frames.sizes["time"] else 1
-    files = frames.attrs.get("source_files") or [config.input]
+    files = frames.attrs.get("source_files") or list(config.inputs)
     signature = files_signature(files, config.input_options or None)
     fp_cube = config.fingerprint("cube", signature, chunk_frames, LAYOUT)
     # A model given as a file is part of what the labels depend on: its content, not its path.
@@ -475,8 +476,8 @@ def _prepare_cube(config: Config, out: Output, window: xr.DataArray, plan: _Plan
         attrs = {
             "Conventions": "CF-1.10, ACDD-1.3",
             "title": _title(store_frames),
-            "source": redact(without_query(config.input)),
-            "history": history_line(f"ingest {config.input}"),
+            "source": redact(without_query(config.input_label)),
+            "history": history_line(f"ingest {config.input_label}"),
             "sediment_xr_version": __version__,
             **{k: window.attrs[k] for k in WINDOW_ATTRS if k in window.attrs},
         }
@@ -543,8 +544,9 @@ def _fit(
     say(f"cluster: sample of {len(sample)} pixels drawn")
     if len(sample) == 0:
         raise InputError(
-            f"none of the {len(positions)} frames sampled from {config.input} can be decoded, "
-            "so no model can be fitted. The file is damaged: fetch it again or re-encode it."
+            f"none of the {len(positions)} frames sampled from {config.input_label} can be "
+            "decoded, so no model can be fitted. The file is damaged: fetch it again or "
+            "re-encode it."
         )
     model = fit_kmeans(
         sample,
@@ -694,7 +696,7 @@ def _outputs(
     """Classes, trends, tables and the report, from the stored cover; then mark complete."""
     out.gather_per_frame()
     cube = out.open_cube()
-    _warn_undecodable(cube, config.input)
+    _warn_undecodable(cube, config.input_label)
     series = {"cover": cube["cover"].load()}
     old = [n for n, v in cube.data_vars.items() if v.attrs.get("sediment_xr_role") == TREND_ROLE]
     derived = ("class_cover_low", "class_cover_high", "cover_low", "cover_high")

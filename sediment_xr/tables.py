@@ -34,10 +34,14 @@ TREND_ROLE = "trend"
 def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) -> pd.DataFrame:
     """``cover.csv``: ``time`` (ISO 8601), ``frame``, ``cluster_0 ...``, then the classes.
 
+    With a ``file`` coordinate (many recordings, :func:`sediment_xr.open_recordings`), a
+    ``file`` column follows ``frame``.  Times are to the second, or as fine as needed to show
+    every time exactly (frames of a recording a fraction of a second apart).
+
     Parameters
     ----------
     cover : xarray.DataArray
-        Percent cover ``(time, cluster)`` with a ``frame`` coordinate.
+        Percent cover ``(time, cluster)`` with a ``frame`` coordinate (and maybe ``file``).
     class_cover : xarray.DataArray, optional
         Percent cover ``(time, class)``.
 
@@ -48,9 +52,9 @@ def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) ->
     """
     times = pd.DatetimeIndex(cover["time"].values)
     frames = cover["frame"].values if "frame" in cover.coords else np.arange(len(times))
-    table = pd.DataFrame(
-        {"time": times.strftime("%Y-%m-%dT%H:%M:%S"), "frame": np.asarray(frames, np.int64)}
-    )
+    table = pd.DataFrame({"time": _iso_times(times), "frame": np.asarray(frames, np.int64)})
+    if "file" in cover.coords:
+        table["file"] = np.asarray(cover["file"].values, dtype=object)
     values = np.asarray(cover.transpose("time", "cluster").values)
     for i in range(cover.sizes["cluster"]):
         table[f"cluster_{i}"] = values[:, i]
@@ -59,6 +63,16 @@ def cover_table(cover: xr.DataArray, class_cover: xr.DataArray | None = None) ->
         for j, name in enumerate(class_cover["class"].values):
             table[str(name)] = classes[:, j]
     return table
+
+
+def _iso_times(times: pd.DatetimeIndex) -> np.ndarray:
+    """ISO 8601 times to the second, or to the finest unit that shows them all exactly."""
+    values = np.asarray(times.values, dtype="datetime64[ns]")
+    parts = values.astype(np.int64) % 10**9
+    for unit, step in (("s", 10**9), ("ms", 10**6), ("us", 10**3)):
+        if not (parts % step).any():
+            return np.datetime_as_string(values, unit=unit)
+    return np.datetime_as_string(values, unit="ns")
 
 
 def cover_long(
@@ -85,8 +99,9 @@ def cover_long(
     -------
     pandas.DataFrame
         Columns ``run``, ``time`` (datetime64 without a time zone, in UTC as in the cube),
-        ``frame``, ``kind`` (``cluster`` or ``class``), ``name`` (``cluster_0``..., or the
-        class), ``cover`` (percent) and ``quality``.
+        ``frame``, ``file`` (only with a ``file`` coordinate: many recordings), ``kind``
+        (``cluster`` or ``class``), ``name`` (``cluster_0``..., or the class), ``cover``
+        (percent) and ``quality``.
     """
     times = pd.DatetimeIndex(cover["time"].values)
     frames = np.asarray(cover["frame"].values if "frame" in cover.coords else range(len(times)))
@@ -98,12 +113,17 @@ def cover_long(
         values = np.asarray(series.transpose("time", dim).values, dtype=np.float64)
         names = [_series_name(dim, v) for v in series[dim].values]
         n = len(names)
+        columns = {
+            "run": pd.Series([run] * values.size, dtype="string"),
+            "time": np.repeat(times.values, n),
+            "frame": np.repeat(frames.astype(np.int64), n),
+        }
+        if "file" in cover.coords:
+            columns["file"] = pd.Series(np.repeat(cover["file"].values, n), dtype="string")
         parts.append(
             pd.DataFrame(
                 {
-                    "run": pd.Series([run] * values.size, dtype="string"),
-                    "time": np.repeat(times.values, n),
-                    "frame": np.repeat(frames.astype(np.int64), n),
+                    **columns,
                     "kind": pd.Series([kind] * values.size, dtype="string"),
                     "name": pd.Series(np.tile(names, len(times)), dtype="string"),
                     "cover": values.ravel(),

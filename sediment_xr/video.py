@@ -66,7 +66,15 @@ from sediment_xr.timeaxis import (
     regular_times,
 )
 
-__all__ = ["open_video"]
+__all__ = [
+    "VideoProbe",
+    "check_fps_for_video",
+    "check_video_file",
+    "open_video",
+    "probe_video",
+    "sample_indices",
+    "stream_offsets_ns",
+]
 
 _EPOCH = pd.Timestamp("1970-01-01T00:00:00")
 #: ``fps`` samples a video at most at this many times the video's own frame rate.
@@ -164,14 +172,14 @@ def open_video(
     start, interval = check_time_options(start_time, frame_interval)
 
     target = local_or_url(source)
-    _check_file(target, options)
-    probe = _probe_video(target, options)
+    check_video_file(target, options)
+    probe = probe_video(target, options)
     if fps is None:
         indices = list(range(len(probe.pts)))
     else:
         step = Fraction(fps).limit_denominator(1_000_000)
-        _check_fps_for_video(target, fps, probe.pts, probe.time_base)
-        indices = _sample_indices(probe.pts, probe.time_base, step)
+        check_fps_for_video(target, fps, probe.pts, probe.time_base)
+        indices = sample_indices(probe.pts, probe.time_base, step)
     wanted = [probe.pts[i] for i in indices]
     height, width = probe.frame_size
     out_w, out_h = out_size if out_size is not None else (width, height)
@@ -195,7 +203,7 @@ def open_video(
     if interval is not None:  # the stream's times are not used (nor checked)
         times, time_source = regular_times(start, interval, len(wanted)), "frame_interval"
     else:
-        offsets = _stream_offsets_ns(target, wanted, probe.pts[0], probe.time_base)
+        offsets = stream_offsets_ns(target, wanted, probe.pts[0], probe.time_base)
         times, time_source = _video_times(target, start, offsets, probe.creation_time)
     call = call_repr(
         "sediment_xr.open_video",
@@ -259,7 +267,7 @@ def _video_times(
     return offset_times(_EPOCH, offsets), "epoch+stream"
 
 
-def _check_file(source: str, storage_options: dict[str, Any]) -> None:
+def check_video_file(source: str, storage_options: dict[str, Any]) -> None:
     """Raise if a video file is missing, a folder or empty."""
     folder = (
         f"{source} is a folder, but a video input is one file. For a folder of still images "
@@ -293,7 +301,14 @@ def _check_file(source: str, storage_options: dict[str, Any]) -> None:
 
 
 @dataclass(frozen=True)
-class _VideoProbe:
+class VideoProbe:
+    """What opening a video learns of it (:func:`probe_video`).
+
+    ``pts`` are the video stream's presentation timestamps in order, in units of
+    ``time_base`` (seconds); ``frame_size`` is ``(height, width)`` as shown; ``turns`` the
+    quarter turns the display matrix asks for; ``creation_time`` the container's, as text.
+    """
+
     pts: list[int]
     time_base: Fraction
     frame_size: tuple[int, int]
@@ -301,7 +316,7 @@ class _VideoProbe:
     turns: int
 
 
-def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
+def probe_video(source: str, storage_options: dict[str, Any]) -> VideoProbe:
     """Read the video stream's packet index and decode its first frame (client side)."""
     with contextlib.ExitStack() as stack:
         try:
@@ -366,7 +381,7 @@ def _probe_video(source: str, storage_options: dict[str, Any]) -> _VideoProbe:
     _check_not_truncated(source, [p[:2] for p in packets], pts, Fraction(time_base), declared)
     turns = _display_turns(source, storage_options)
     first = _first_decodable_frame(source, pts, storage_options, turns)
-    return _VideoProbe(
+    return VideoProbe(
         pts=pts,
         time_base=Fraction(time_base),
         frame_size=(int(first.shape[0]), int(first.shape[1])),
@@ -542,7 +557,7 @@ def _first_decodable_frame(
     )
 
 
-def _check_fps_for_video(source: str, fps: float, pts: Sequence[int], time_base: Fraction) -> None:
+def check_fps_for_video(source: str, fps: float, pts: Sequence[int], time_base: Fraction) -> None:
     """Raise if `fps` is over :data:`MAX_FPS_FACTOR` times the video's mean frame rate.
 
     Sampling faster than the video only repeats its frames: the work (and the cube) would
@@ -564,14 +579,14 @@ def _check_fps_for_video(source: str, fps: float, pts: Sequence[int], time_base:
     )
 
 
-def _sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> list[int]:
+def sample_indices(pts: Sequence[int], time_base: Fraction, fps: Fraction) -> list[int]:
     """Indices of the frames shown at times ``i / fps`` (moviepy ``iter_frames`` sampling)."""
     times = [(p - pts[0]) * time_base for p in pts]
     count = math.floor(times[-1] * fps) + 1
     return [bisect.bisect_right(times, Fraction(i) / fps) - 1 for i in range(count)]
 
 
-def _stream_offsets_ns(
+def stream_offsets_ns(
     source: str, pts: Sequence[int], pts0: int, time_base: Fraction
 ) -> np.ndarray:
     """Presentation times relative to the first frame, in integer nanoseconds.

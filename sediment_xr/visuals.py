@@ -97,7 +97,7 @@ def report_inputs(
             "label": f"frame {pos} at {times[pos].isoformat()}",
         },
         "summary": {
-            "input": config.input,
+            "input": config.input_label,
             "output": config.output,
             "frames": str(cube.sizes["time"]),
             "time span": f"{times[0].isoformat()} to {times[-1].isoformat()}",

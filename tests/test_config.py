@@ -248,7 +248,7 @@ def test_unknown_top_level_key_lists_valid_keys(tmp_path):
             "ingest:\n  interval: 1h\n",
             "ingest.interval",
             "ingest.fps, ingest.resize, ingest.start_time, ingest.frame_interval, "
-            "ingest.chunk_frames, ingest.store_frames",
+            "ingest.window, ingest.chunk_frames, ingest.store_frames",
         ),
         (
             "dask:\n  workers: 4\n",
@@ -383,6 +383,8 @@ def test_bad_value_names_the_key(tmp_path, text, message):
 @pytest.mark.parametrize("key", ["input", "output"])
 @pytest.mark.parametrize("value", [None, "", "  ", 3, ["a.mkv"]])
 def test_missing_or_bad_input_output(key, value):
+    if key == "input" and value == ["a.mkv"]:
+        value = []  # a list of recordings is an input; an empty one is not
     data = dict(MINIMAL)
     if value is None:
         del data[key]
@@ -652,7 +654,7 @@ FULL = {
 def test_to_dict_is_the_file_layout():
     config = config_from_dict(FULL)
     data = config.to_dict()
-    assert data["ingest"] == {**FULL["ingest"], "fps": 2.0}
+    assert data["ingest"] == {**FULL["ingest"], "fps": 2.0, "window": None}
     assert data["preprocess"] == {
         "crop": {"rows": [-32, None], "cols": [None, 60]},
         "illumination": "flat_field",
