@@ -7,6 +7,7 @@ Every path here is either a local path or an fsspec URL (``s3://``, ``gs://``, `
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -152,6 +153,39 @@ def open_binary(name: str, storage_options: Mapping[str, Any] | None) -> Iterato
     else:
         with open(name, "rb") as handle:
             yield handle
+
+
+# Folder URLs listed from the server in the current opening (see :func:`one_listing`).
+_LISTED: contextvars.ContextVar[dict[str, list[dict[str, Any]]] | None] = contextvars.ContextVar(
+    "listed", default=None
+)
+
+
+@contextlib.contextmanager
+def one_listing() -> Iterator[None]:
+    """Within: a folder URL is listed from the server once, then from that listing.
+
+    Opening an input may look at its folder twice (recordings or stills?); outside, every
+    :func:`list_fresh` asks the server again.
+    """
+    token = _LISTED.set({}) if _LISTED.get() is None else None
+    try:
+        yield
+    finally:
+        if token is not None:
+            _LISTED.reset(token)
+
+
+def list_fresh(fs: Any, path: str) -> list[dict[str, Any]]:
+    """``fs.ls(path, detail=True)`` from the server, not from an earlier call's cache."""
+    listed = _LISTED.get()
+    if listed is not None and path in listed:
+        return listed[path]
+    fs.invalidate_cache(path)
+    entries = fs.ls(path, detail=True)
+    if listed is not None:
+        listed[path] = entries
+    return entries
 
 
 def read_bytes(name: str, storage_options: Mapping[str, Any] | None) -> bytes:

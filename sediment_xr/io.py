@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sediment_xr._fs import has_glob, is_url, storage_errors, url_to_fs
+from sediment_xr._fs import has_glob, is_url, one_listing, storage_errors, url_to_fs
 from sediment_xr.exceptions import NAMED, ConfigError, setting
 from sediment_xr.recordings import list_recordings, open_recordings
 from sediment_xr.stills import IMAGE_EXTENSIONS, open_images
@@ -94,6 +94,22 @@ def open_frames(
     Lazy: see the opener's notes.
     """
     source = os.fspath(source) if isinstance(source, os.PathLike) else source
+    with one_listing():  # a folder URL is asked once: recordings or stills?
+        return _open(
+            source, fps, window, resize, chunk_frames, start_time, frame_interval, storage_options
+        )
+
+
+def _open(
+    source: Any,
+    fps: float | None,
+    window: Sequence[Any] | None,
+    resize: Any,
+    chunk_frames: int | None,
+    start_time: Any,
+    frame_interval: Any,
+    storage_options: Mapping[str, Any] | None,
+) -> xr.DataArray:
     if is_recordings(source, storage_options):
         _no_single_times(source, start_time, frame_interval)
         return open_recordings(

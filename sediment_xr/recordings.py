@@ -37,6 +37,7 @@ from sediment_xr._fs import (
     check_storage_options,
     has_glob,
     is_url,
+    list_fresh,
     local_or_url,
     storage_errors,
     url_to_fs,
@@ -149,6 +150,8 @@ def list_recordings(
 
 def _folder_files(source: str, storage_options: dict[str, Any]) -> list[str] | None:
     """Files of a folder or glob pattern (None if `source` is neither, or does not exist)."""
+    from sediment_xr.stills import IMAGE_EXTENSIONS
+
     pattern = has_glob(source)
     if is_url(source):
         fs, path = url_to_fs(source, storage_options)
@@ -156,10 +159,16 @@ def _folder_files(source: str, storage_options: dict[str, Any]) -> list[str] | N
             if pattern:
                 entries = fs.glob(path, detail=True)
                 names = [n for n, info in entries.items() if info.get("type") != "directory"]
-            elif fs.isdir(path):
-                names = [e["name"] for e in fs.ls(path, detail=True) if e.get("type") == "file"]
+            elif basename(path).lower().endswith(VIDEO_EXTENSIONS + IMAGE_EXTENSIONS):
+                return None  # a file: not asked (over http that would read it whole)
             else:
-                return None
+                try:
+                    entries = list_fresh(fs, path)
+                except (FileNotFoundError, NotADirectoryError):
+                    return None
+                names = [e["name"] for e in entries if e.get("type") == "file"]
+                if [n.rstrip("/") for n in names] == [path.rstrip("/")]:
+                    return None  # fs.ls of a file lists the file itself
         return [fs.unstrip_protocol(n) for n in names]
     expanded = os.path.expanduser(source)
     if pattern:

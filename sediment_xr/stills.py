@@ -38,6 +38,7 @@ from sediment_xr._fs import (
     file_size,
     has_glob,
     is_url,
+    list_fresh,
     missing_bucket,
     open_binary,
     parent,
@@ -321,9 +322,8 @@ def _list_url(source: str, storage_options: dict[str, Any]) -> list[str]:
             return [fs.unstrip_protocol(n) for n in names]
         if web and basename(path).lower().endswith(IMAGE_EXTENSIONS) and fs.exists(path):
             raise InputError(_not_a_folder(source))
-        fs.invalidate_cache(path)  # a fresh listing, not one an earlier call cached
         try:
-            entries = fs.ls(path, detail=True)
+            entries = list_fresh(fs, path)  # not one an earlier call cached
         except (FileNotFoundError, NotADirectoryError) as err:
             raise InputNotFoundError(
                 f"{source} does not exist{missing_bucket(source, fs, path)}; a still-image "
