@@ -317,6 +317,7 @@ def read_chunk(
             held.append((position, np.ascontiguousarray(rgb)))
         else:
             out[position] = rgb
+        del rgb  # not held while the next image decodes
     if out is None:
         shape = held[0][1].shape if held else (0, 0, 3)
         out = np.zeros((len(files), *shape), dtype=np.uint8)
@@ -385,7 +386,9 @@ def _imdecode(raw: bytes, mode: str) -> np.ndarray | None:
         return None
     if pixels is None:
         return None
-    return pixels if rgb_flag is not None else cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB)
+    if rgb_flag is None:  # in place: no second copy of the image
+        cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB, dst=pixels)
+    return pixels
 
 
 def _jpeg_divisor(stored: tuple[int, int], wanted: tuple[int, int]) -> int:
