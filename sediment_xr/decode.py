@@ -330,8 +330,8 @@ def decode_image(raw: bytes, out_size: tuple[int, int] | None = None) -> np.ndar
     """RGB uint8 pixels of encoded image bytes as shown (EXIF orientation applied), or None.
 
     Decoded with OpenCV as stored (no EXIF rotation), straight to RGB where OpenCV can
-    (``IMREAD_COLOR_RGB``, OpenCV >= 4.12), then turned by the EXIF orientation tag read with
-    Pillow, so that the size read from the header and the pixels always agree.
+    (``IMREAD_COLOR_RGB``: OpenCV 5.0 has it, 4.10 not), then turned by the EXIF orientation
+    tag read with Pillow, so that the size read from the header and the pixels always agree.
 
     Parameters
     ----------
