@@ -1,4 +1,6 @@
-"""Decoding frames: the dask task of each chunk, for videos (PyAV) and stills (OpenCV).
+"""Decoding frames: the dask task of each chunk, for videos (PyAV) and stills.
+
+Stills: JPEGs with simplejpeg (libjpeg-turbo), other images and odd JPEGs with OpenCV.
 
 Each task opens its own file or container (nothing open travels in the graph), decodes its
 frames and returns them with their ``frame_status``: a frame that cannot be decoded is
@@ -251,6 +253,8 @@ def _decode_pass(
 
 # --------------------------------------------------------------------------------------------
 # stills
+#: Pillow modes of the JPEGs decoded by simplejpeg; others (CMYK, YCCK) by OpenCV, as before.
+_SIMPLEJPEG_MODES = ("RGB", "L")
 #: Reduced-size decoding of JPEGs: the scale divisor, largest first, and its OpenCV flag.
 _REDUCED_FLAGS = (
     (8, "IMREAD_REDUCED_COLOR_8"),
@@ -329,9 +333,11 @@ def read_chunk(
 def decode_image(raw: bytes, out_size: tuple[int, int] | None = None) -> np.ndarray | None:
     """RGB uint8 pixels of encoded image bytes as shown (EXIF orientation applied), or None.
 
-    Decoded with OpenCV as stored (no EXIF rotation), straight to RGB where OpenCV can
-    (``IMREAD_COLOR_RGB``: OpenCV 5.0 has it, 4.10 not), then turned by the EXIF orientation
-    tag read with Pillow, so that the size read from the header and the pixels always agree.
+    JPEGs (colour or grey) are decoded by simplejpeg (libjpeg-turbo, straight to RGB); other
+    formats, CMYK JPEGs and any JPEG that simplejpeg refuses (truncated, 12-bit) by OpenCV,
+    as before (straight to RGB where OpenCV can: ``IMREAD_COLOR_RGB``, in OpenCV 5.0 but not
+    4.10). Pixels are decoded as stored, then turned by the EXIF orientation tag read with
+    Pillow, so that the size read from the header and the pixels always agree.
 
     Parameters
     ----------
@@ -351,25 +357,53 @@ def decode_image(raw: bytes, out_size: tuple[int, int] | None = None) -> np.ndar
 
     Notes
     -----
-    The reader was chosen by measurement (benchmarks/README.md, "Stills"): on 1024 x 1024
-    JPEGs of quality 90, OpenCV's ``imdecode`` (its bundled libjpeg-turbo 3, SIMD) took
-    3.3-3.4 ms and simplejpeg (libjpeg-turbo, RGB out) 3.2-3.3 ms, with identical pixels:
-    3 % is not worth another dependency.  The reduced scale pays: 1/2 decodes in 2.7 ms.
+    The reader was chosen by measurement (benchmarks/README.md, "Stills"): both readers give
+    the same pixels on the bundled real frames (0 difference, at every scale), and on
+    1024 x 1024 quality-90 stills decoded in a loop by two processes at once, as two
+    workers do, simplejpeg took 11 ms per still against OpenCV's 29-34 ms (medians on the
+    shared 2-core machine; alone on a quiet machine both take 3.3 ms).
     """
     if not raw:
         return None
-    fmt, stored, turn = _header(raw)
+    fmt, stored, turn, mode = _header(raw)
+    divisor = 1
     if out_size is not None and fmt == "JPEG" and stored is not None:
         shown = (out_size[1], out_size[0]) if turn in (5, 6, 7, 8) else tuple(out_size)
         divisor = _jpeg_divisor(stored, shown)
-        if divisor > 1:
-            pixels = _imdecode(raw, dict(_REDUCED_FLAGS)[divisor])
-            if pixels is not None:
-                return _orient(pixels, turn)
-    pixels = _imdecode(raw, "IMREAD_COLOR")
+    pixels = None
+    if fmt == "JPEG" and stored is not None and mode in _SIMPLEJPEG_MODES:
+        pixels = _simplejpeg(raw, stored, divisor)
+    if pixels is None and divisor > 1:
+        pixels = _imdecode(raw, dict(_REDUCED_FLAGS)[divisor])
+    if pixels is None:
+        pixels = _imdecode(raw, "IMREAD_COLOR")
     if pixels is None:
         return None
     return _orient(pixels, turn)
+
+
+def _simplejpeg(raw: bytes, stored: tuple[int, int], divisor: int) -> np.ndarray | None:
+    """RGB pixels of a JPEG decoded by simplejpeg at 1/`divisor` of its size, or None.
+
+    None when libjpeg-turbo reports any error, even one it could recover from (a truncated
+    file), or when simplejpeg is not installed (a conda environment installed with
+    ``pip install --no-deps``): OpenCV then decodes the image as it always did.
+    """
+    try:
+        import simplejpeg
+    except ImportError:
+        return None
+    width, height = stored
+    try:
+        return simplejpeg.decode_jpeg(
+            raw,
+            colorspace="RGB",
+            min_height=-(-height // divisor) if divisor > 1 else 0,
+            min_width=-(-width // divisor) if divisor > 1 else 0,
+            strict=True,
+        )
+    except ValueError:
+        return None
 
 
 def _imdecode(raw: bytes, mode: str) -> np.ndarray | None:
@@ -402,16 +436,17 @@ def _jpeg_divisor(stored: tuple[int, int], wanted: tuple[int, int]) -> int:
     return 1
 
 
-def _header(raw: bytes) -> tuple[str | None, tuple[int, int] | None, int]:
-    """Format (Pillow's name), stored ``(width, height)`` and EXIF orientation of image bytes.
+def _header(raw: bytes) -> tuple[str | None, tuple[int, int] | None, int, str | None]:
+    """Format and mode (Pillow's names), stored ``(width, height)`` and EXIF orientation.
 
-    ``(None, None, 1)`` when Pillow cannot read the header (OpenCV may still decode it).
+    ``(None, None, 1, None)`` when Pillow cannot read the header (OpenCV may still decode it).
     """
     try:
         with Image.open(BytesIO(raw)) as image:
-            return image.format, (int(image.size[0]), int(image.size[1])), orientation(image)
+            size = (int(image.size[0]), int(image.size[1]))
+            return image.format, size, orientation(image), image.mode
     except Exception:
-        return None, None, 1
+        return None, None, 1, None
 
 
 def orientation(raw: bytes | Image.Image) -> int:

@@ -1,5 +1,7 @@
 """How stills are decoded on the workers: the reader, reduced-size JPEG decoding, fallbacks.
 
+JPEGs are read by simplejpeg (libjpeg-turbo), other formats and odd JPEGs by OpenCV.
+
 Each test names the weakness it guards.  The real frames are the bundled Oregon Offshore
 stills (1024 x 1024 JPEGs of the OOI camera CAMDSB106).  The reference for every pixel is
 what the stills path did before this reader: ``cv2.imdecode`` to BGR, ``cv2.cvtColor`` to
@@ -13,6 +15,7 @@ within a mean of 5 of the bilinear resize of the whole image, which aliases belo
 
 from __future__ import annotations
 
+import sys
 import tracemalloc
 from io import BytesIO
 from pathlib import Path
@@ -74,6 +77,43 @@ def test_real_jpeg_whole_size_is_read_with_the_same_pixels_as_before():
         np.testing.assert_array_equal(decode_image(raw), expected)
         # a resize to the image's own size decodes it whole, with the same pixels
         np.testing.assert_array_equal(decode_image(raw, out_size=(1024, 1024)), expected)
+
+
+@pytest.mark.parametrize("divisor", [1, 2, 4, 8])
+def test_real_jpeg_reader_gives_opencvs_pixels_at_every_scale(divisor):
+    """Weakness guarded: the JPEG reader (simplejpeg) drifting from OpenCV's pixels.
+
+    Measured on the bundled real frames: 0 difference at full, half, quarter and eighth size.
+    """
+    flags = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2}
+    flags |= {4: cv2.IMREAD_REDUCED_COLOR_4, 8: cv2.IMREAD_REDUCED_COLOR_8}
+    side = 1024 // divisor
+    for path in REAL:
+        raw = path.read_bytes()
+        bgr = cv2.imdecode(
+            np.frombuffer(raw, np.uint8), flags[divisor] | cv2.IMREAD_IGNORE_ORIENTATION
+        )
+        np.testing.assert_array_equal(decode_image(raw, out_size=(side, side)), bgr[..., ::-1])
+
+
+def test_without_simplejpeg_opencv_reads_the_same_pixels(monkeypatch):
+    """Weakness guarded: an environment without simplejpeg (conda + pip --no-deps) failing."""
+    raw = real_frame()
+    monkeypatch.setitem(sys.modules, "simplejpeg", None)  # import simplejpeg: ImportError
+    np.testing.assert_array_equal(decode_image(raw, out_size=(1024, 1024)), old_decode(raw))
+    assert decode_image(raw, out_size=(256, 256)).shape == (256, 256, 3)
+
+
+def test_truncated_jpeg_stays_undecodable():
+    """Weakness guarded: the new reader's errors escaping, or a truncated still looking whole.
+
+    OpenCV gave no pixels for a JPEG cut at 60 %; simplejpeg refuses it too (strict), and
+    the still stays undecodable at any size.
+    """
+    raw = real_frame()
+    cut = raw[: len(raw) * 6 // 10]
+    assert decode_image(cut, out_size=(1024, 1024)) is None
+    assert decode_image(cut, out_size=(256, 256)) is None
 
 
 # --------------------------------------------------------------------------------------------
