@@ -183,10 +183,17 @@ def run_default(workdir: Path, count: int) -> dict[str, Any]:
         raise RuntimeError(f"sediment-xr run failed ({mon.returncode}) on {count} stills:\n{tail}")
     marks = _stage_marks(mon)
     workers = mon.worker_peaks_mib()
+    children = mon.peak_rss_by_pid.values()
+    worker_cpu = sum(c["cpu_s"] for c in children if c["kind"] == "worker")
+    other_cpu = sum(c["cpu_s"] for c in children if c["kind"] != "worker")
     result = {
         "n_stills": count,
         "wall_s": round(mon.wall_s, 3),
         "cpu_s": round(mon.cpu_s, 2),
+        # sampled: the client's CPU (the command's process, with the scheduler) and the
+        # workers' (the client also paints and encodes segmented.mp4)
+        "client_cpu_s": round(mon.cpu_sampled_s - worker_cpu - other_cpu, 2),
+        "workers_cpu_s": round(worker_cpu, 2),
         "stages_s": {
             "startup_list_probe_s": marks["sample_start"],
             "sample_fit_s": _span(marks, "sample_start", "label_start"),
@@ -225,12 +232,16 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     if len(runs) >= 2:
         fixed, per = fit_line(counts, [r["wall_s"] for r in runs])
         cpu_fixed, cpu_per = fit_line(counts, [r["cpu_s"] for r in runs])
+        client_per = fit_line(counts, [r.get("client_cpu_s", 0) for r in runs])[1]
+        workers_per = fit_line(counts, [r.get("workers_cpu_s", 0) for r in runs])[1]
         year = fixed + per * YEAR_OF_STILLS
         out.update(
             fixed_s=round(fixed, 2),
             per_still_ms=round(1e3 * per, 3),
             cpu_per_still_ms=round(1e3 * cpu_per, 3),
             cpu_fixed_s=round(cpu_fixed, 2),
+            client_cpu_per_still_ms=round(1e3 * client_per, 3),
+            workers_cpu_per_still_ms=round(1e3 * workers_per, 3),
             year_stills=YEAR_OF_STILLS,
             year_wall_s=round(year, 1),
             year_target_s=TARGET_S,
@@ -385,7 +396,9 @@ def markdown(res: dict[str, Any]) -> str:
         lines += [
             "",
             f"Fit `wall = fixed + N x per_still`: fixed {s['fixed_s']} s, per still "
-            f"{s['per_still_ms']} ms (CPU {s['cpu_per_still_ms']} ms per still, all processes).",
+            f"{s['per_still_ms']} ms (CPU {s['cpu_per_still_ms']} ms per still, all processes: "
+            f"client {s['client_cpu_per_still_ms']} ms, workers {s['workers_cpu_per_still_ms']} "
+            "ms).",
             f"Per still by stage (ms, slope of each stage): {s['per_stage_ms']}.",
             f"**Extrapolated to {s['year_stills']:,} stills: {s['year_wall_s']:.0f} s "
             f"({s['year_wall_s'] / 60:.1f} min; target < {s['year_target_s'] / 60:.0f} min: "
