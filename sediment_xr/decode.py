@@ -357,11 +357,10 @@ def decode_image(raw: bytes, out_size: tuple[int, int] | None = None) -> np.ndar
 
     Notes
     -----
-    The reader was chosen by measurement (benchmarks/README.md, "Stills"): both readers give
-    the same pixels on the bundled real frames (0 difference, at every scale), and on
-    1024 x 1024 quality-90 stills decoded in a loop by two processes at once, as two
-    workers do, simplejpeg took 11 ms per still against OpenCV's 29-34 ms (medians on the
-    shared 2-core machine; alone on a quiet machine both take 3.3 ms).
+    The reader was chosen by measurement (benchmarks/README.md, "Stills"): both give the
+    same pixels on the bundled real frames (0 difference, at every scale); alone on a quiet
+    machine both take 3.3 ms for a 1024 x 1024 still, but in two busy processes, as two
+    workers decode, OpenCV took 5.8-6.5 ms of CPU per still and simplejpeg 3.1-3.3 ms.
     """
     if not raw:
         return None
