@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -144,13 +145,9 @@ def encode_segment(
     import av
 
     buffer = io.BytesIO()
-    height, width = block.shape[1] + block.shape[1] % 2, block.shape[2] + block.shape[2] % 2
+    size = (block.shape[1] + block.shape[1] % 2, block.shape[2] + block.shape[2] % 2)
     with av.open(buffer, mode="w", format=container_format) as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        # x264's default preset (medium) spent ~19 ms per 1024 x 400 frame here; veryfast
-        # ~9 ms, for flat painted colours at the same crf.
-        stream.options = {"crf": str(crf), "preset": preset}
+        stream = _h264_stream(container, size, fps=fps, crf=crf, preset=preset)
         for frame in _paint_block(np.asarray(block), palette):
             vf = av.VideoFrame.from_ndarray(_pad_even(frame), format="rgb24")
             container.mux(stream.encode(vf))
@@ -158,25 +155,43 @@ def encode_segment(
     return buffer.getvalue()
 
 
-def _template_stream(container: Any, stream: Any) -> Any:
-    """An output stream copying ``stream``'s codec parameters (PyAV 14 and newer)."""
-    if hasattr(container, "add_stream_from_template"):
-        return container.add_stream_from_template(stream)
-    return container.add_stream(template=stream)  # pragma: no cover - PyAV before 14
+def _h264_stream(container: Any, size: tuple[int, int], *, fps: int, crf: int, preset: str) -> Any:
+    """The video's H.264 stream (yuv420p, ``size`` = height, width) in an output container.
+
+    The segments are encoded into it, and joined into one of the same settings: its
+    encoder then has the segments' parameter sets (SPS/PPS), which the joined video carries.
+    """
+    stream = container.add_stream("libx264", rate=fps)
+    stream.height, stream.width = size
+    stream.pix_fmt = "yuv420p"
+    # x264's default preset (medium) spent ~19 ms per 1024 x 400 frame here; veryfast
+    # ~9 ms, for flat painted colours at the same crf.
+    stream.options = {"crf": str(crf), "preset": preset}
+    return stream
 
 
 def concat_segments(
-    segments: Iterable[bytes], handle: Any, *, container_format: str = "mp4"
+    segments: Iterable[bytes],
+    handle: Any,
+    *,
+    container_format: str = "mp4",
+    fps: int = 10,
+    crf: int = 20,
+    preset: str = "veryfast",
 ) -> int:
     """Join video segments into one video without encoding again (a remux).
 
     Each segment's packets are copied in order with their times moved past the end of the
     previous segments. Every segment starts with a keyframe and has the same codec
-    parameters (:func:`encode_segment` with the same settings). x264 delays the decoding
-    times of a segment with B-frames by up to two frames, and less in a segment too short
-    for them: a decoding time that would not be after the one before it is moved just after
-    it (never past the frame's presentation time), so the decoding order stays the order of
-    the packets.
+    parameters (:func:`encode_segment` with the settings given here). The output stream is
+    set up as the segments' streams were and given the packets with start codes, as from its
+    encoder (:func:`_annex_b`), so its parameter sets (SPS/PPS) are theirs with every PyAV
+    version (PyAV 14 opens an encoder even for a stream copied from a template, whose
+    parameter sets are not the segments'); one segment joined alone gives its own bytes
+    back. x264 delays the decoding times of a segment with B-frames by up to two frames,
+    and less in a segment too short for them: a decoding time that would not be after the
+    one before it is moved just after it (never past the frame's presentation time), so the
+    decoding order stays the packets' order.
 
     Parameters
     ----------
@@ -185,11 +200,19 @@ def concat_segments(
     handle : binary file
         Where the video is written (open for writing, seekable for MP4).
     container_format : str, default "mp4"
+    fps, crf, preset
+        The settings the segments were encoded with.
 
     Returns
     -------
     int
         Number of frames (packets) written.
+
+    Raises
+    ------
+    ValueError
+        When a segment's codec, size or parameters differ from the first's, or from what
+        the settings give (such a video would not decode).
     """
     import av
 
@@ -200,7 +223,10 @@ def concat_segments(
             with av.open(io.BytesIO(data), mode="r") as source:
                 stream = source.streams.video[0]
                 if target is None:
-                    target, first = _template_stream(output, stream), _codec_of(stream)
+                    ctx = stream.codec_context
+                    size = (ctx.height, ctx.width)
+                    target = _h264_stream(output, size, fps=fps, crf=crf, preset=preset)
+                    first = _codec_of(stream)
                 if _codec_of(stream) != first:
                     raise ValueError(
                         f"segment {index} cannot be joined to the first without encoding it "
@@ -224,12 +250,46 @@ def concat_segments(
                             "would be decoded after it is shown. Encode the segments with "
                             "the same settings (encode_segment)."
                         )
-                    packet.pts, packet.dts, packet.stream = pts, dts, target
+                    copy = av.Packet(_annex_b(bytes(packet), first[-1]))
+                    copy.pts, copy.dts, copy.time_base = pts, dts, packet.time_base
+                    copy.duration, copy.is_keyframe = packet.duration, packet.is_keyframe
+                    copy.stream = target
                     end = max(end, pts + (packet.duration or step))
-                    output.mux(packet)
+                    output.mux(copy)  # the first opens the output's encoder
+                    if count == 0 and not _same_parameter_sets(target, first[-1]):
+                        raise ValueError(
+                            "the segments cannot be joined: they were encoded with other "
+                            "settings than the fps, crf and preset given to concat_segments."
+                        )
                     last_dts, count = dts, count + 1
                 offset = end
     return count
+
+
+def _same_parameter_sets(target: Any, extradata: bytes) -> bool:
+    """Whether the output encoder's SPS and PPS are those of the segments' ``avcC``."""
+    own = bytes(target.codec_context.extradata or b"")
+    units = [unit for unit in re.split(b"\x00\x00\x00?\x01", own) if unit]
+    return all(unit.rstrip(b"\x00") in extradata for unit in units)
+
+
+def _annex_b(data: bytes, extradata: bytes) -> bytes:
+    """A packet of length-prefixed NAL units (MP4, MKV) with start codes instead (Annex B).
+
+    The output's stream comes from an encoder, whose packets have start codes, and the MP4
+    muxer turns start codes into lengths; a packet that has lengths already passes as is
+    when ``extradata`` is not an ``avcC`` record (e.g. AVI).
+    """
+    if not extradata or extradata[0] != 1 or len(extradata) < 5:
+        return data
+    size = (extradata[4] & 3) + 1
+    out, pos = bytearray(), 0
+    while pos + size <= len(data):
+        length = int.from_bytes(data[pos : pos + size], "big")
+        pos += size
+        out += b"\x00\x00\x00\x01" + data[pos : pos + length]
+        pos += length
+    return bytes(out)
 
 
 def _codec_of(stream: Any) -> tuple[Any, ...]:
@@ -287,7 +347,7 @@ def write_segmented_video(
     segments = (encode_segment(block, palette, **options) for block in _chunk_blocks(labels))
     return _place_video(
         target,
-        lambda handle: concat_segments(segments, handle, container_format=container_format),
+        lambda handle: concat_segments(segments, handle, **options),
         storage_options,
     )
 
@@ -468,7 +528,9 @@ def write_segmented_video_in_output(
             fence.check(f"writing {name}")
         return _place_video(
             target,
-            lambda handle: concat_segments(segments, handle, container_format="mp4"),
+            lambda handle: concat_segments(
+                segments, handle, container_format="mp4", fps=fps, crf=crf, preset=preset
+            ),
             None if local else dict(out.storage_options),
         )
     finally:  # the segments are never read again (a rerun encodes its own)

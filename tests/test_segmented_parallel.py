@@ -107,13 +107,15 @@ def test_segments_of_uneven_length_join_into_every_frame_in_order():
 
 
 def test_segments_of_another_size_are_refused_not_joined():
-    """Weakness: segments of another size or codec joined by a remux give a video that
-    decodes to garbage; they must be refused, naming the segment."""
+    """Weakness: segments of another size or codec, or joined under other parameter sets
+    (SPS/PPS), give a video that does not decode; they must be refused."""
     palette = segment._palette(COLORS, (0, 0, 0))
     small = encode_segment(blocky_labels(3), palette)
     other = encode_segment(blocky_labels(3, height=32), palette)
     with pytest.raises(ValueError, match="segment 1 cannot be joined"):
         concat_segments([small, other], io.BytesIO())
+    with pytest.raises(ValueError, match="encoded with other settings"):
+        concat_segments([small], io.BytesIO(), preset="medium")  # other parameter sets
 
 
 def test_public_video_is_the_joined_segments_of_its_chunks(tmp_path):
@@ -126,7 +128,7 @@ def test_public_video_is_the_joined_segments_of_its_chunks(tmp_path):
     palette = segment._palette(COLORS, (0, 0, 0))
     pieces = [encode_segment(labels[a : a + 4], palette, fps=5) for a in (0, 4, 8)]
     joined = io.BytesIO()
-    concat_segments(pieces, joined)
+    concat_segments(pieces, joined, fps=5)
     assert path.read_bytes() == joined.getvalue()
     frames = decode(path)
     assert frames.shape == (9, 26, 30, 3)
