@@ -748,6 +748,7 @@ def _outputs(
         relabelled="label" in computed,
         log=say,
         quality=list(table["quality"]),
+        fence=lock.fence(),
     )
     acdd = coverage_attrs(cube["time"].values)
     files = [name for name in ASSETS if name == "cube.zarr" or out.exists(name)]

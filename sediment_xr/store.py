@@ -6,6 +6,7 @@ Layout of an output folder (local path or fsspec URL)::
                           trends, frames (time, y, x, channel) with ingest.store_frames
     .sediment_xr/by_chunk.zarr/   cover and frame_status as the chunk tasks write them
     .sediment_xr/progress/<stage>-<fingerprint>/<chunk>   one empty file per finished chunk
+    .sediment_xr/segments/<id>/<chunk>.mp4   segmented.mp4's pieces while they are joined
     cover.csv, cover.parquet, trend.csv, item.json, ... (see OUTPUT_FILES)
 
 The cube's variables live on the grid of the analysed window (the crop), with the original
@@ -136,6 +137,7 @@ OUTPUT_FILES = (
     *TABLE_FILES,
     *REPORT_FILES,
     ".sediment_xr/progress",
+    ".sediment_xr/segments",
     "segmented.mp4.partial.mp4",
 )
 _ZARR_KW = {"zarr_format": 3, "consolidated": False}

@@ -7,19 +7,21 @@ no window is ever inferred from the data.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from sediment_xr._fs import is_url
 from sediment_xr._provenance import package_versions
 from sediment_xr.config import Config, dump_config
 from sediment_xr.frames import FRAME_UNDECODABLE
 from sediment_xr.model import ClusterModel
 from sediment_xr.store import Output
 from sediment_xr.trend import summary_statistics
+
+if TYPE_CHECKING:
+    from sediment_xr.lock import LockFence
 
 __all__ = [
     "example_position",
@@ -137,27 +139,30 @@ def write_report_files(
     relabelled: bool,
     log: Any,
     quality: Sequence[str] | None = None,
+    fence: LockFence | None = None,
 ) -> list[str]:
     """Write what ``config.report`` asks for; returns what was (re)made.
 
     ``segmented.mp4`` is painted again only when the labels changed (``relabelled``) or it
-    is missing.
+    is missing: on the workers, one segment per time chunk, joined here without encoding
+    again (:func:`sediment_xr.segment.write_segmented_video_in_output`); its tasks check
+    ``fence`` (the run's lock) before they write.
     """
-    from sediment_xr.segment import write_segmented_pngs, write_segmented_video
+    from sediment_xr.segment import write_segmented_pngs, write_segmented_video_in_output
 
     rep = config.report
     labels = cube["labels"]
     made = []
     if rep.video and (relabelled or not out.exists("segmented.mp4")):
-        log("segmented.mp4: painting the stored labels")
-        # a local video's folders are checked to stay inside the output (links)
-        local = not is_url(out.url)
-        write_segmented_video(
+        log(f"segmented.mp4: painting the stored labels, {labels.data.numblocks[0]} segments")
+        write_segmented_video_in_output(
             labels,
             model.center_rgb,
-            out.local_file("segmented.mp4") if local else out.url_of("segmented.mp4"),
+            out,
+            "segmented.mp4",
             fps=rep.video_fps,
-            storage_options=dict(out.storage_options) or None,
+            fence=fence,
+            retries=config.dask.retries,
         )
         made.append("video")
     if rep.png_frames:
