@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
+from typing import Any
+
 import numpy as np
 import pytest
 import xarray as xr
@@ -56,3 +61,34 @@ def assert_identical_except_history(a: xr.DataArray, b: xr.DataArray) -> None:
     for obj in (a, b):
         obj.attrs.pop("history", None)
     xr.testing.assert_identical(a, b)
+
+
+@contextlib.contextmanager
+def moto_s3(bucket: str, **options: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """A real S3 API (a moto server) on 127.0.0.1, on a free port, with an empty `bucket`.
+
+    Yields an s3fs filesystem on it and the storage options that reach it (`options` added
+    to them); the server is stopped on exit. Skips the test without s3fs.
+    """
+    s3fs = pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    quiet = logging.getLogger("werkzeug")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # no request log lines on stderr
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    try:
+        host, port = server.get_host_and_port()
+        reach = {
+            "key": "testing",
+            "secret": "testing",
+            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
+            **options,
+        }
+        fs = s3fs.S3FileSystem(**reach)
+        fs.mkdir(bucket)
+        yield fs, reach
+    finally:
+        server.stop()
+        quiet.setLevel(level)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import os
 import re
 import shutil
@@ -42,6 +41,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 import yaml
+from conftest import moto_s3
 from PIL import Image
 
 from sediment_xr.cli import main
@@ -829,30 +829,10 @@ BUCKET = "sediment-xr-bad-input"
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 with a bucket holding a good video; its options."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    quiet = logging.getLogger("werkzeug")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)  # no request log lines on stderr
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-            "skip_instance_cache": True,
-        }
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir(BUCKET)
+    with moto_s3(BUCKET, skip_instance_cache=True) as (fs, options):
         video = good_video(tmp_path_factory.mktemp("s3") / "video.mkv")
         fs.put(str(video), f"{BUCKET}/video.mkv")
         yield options
-    finally:
-        server.stop()
-        quiet.setLevel(level)
 
 
 @pytest.fixture()

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pytest
 import yaml
+from conftest import moto_s3
 
 from sediment_xr import pipeline
 from sediment_xr.config import load_config
@@ -46,23 +47,8 @@ OTHER_HOST = "hub-node-7"
 @pytest.fixture(scope="module")
 def s3():
     """A moto S3 server on 127.0.0.1 (free port) with an empty bucket; stopped afterwards."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-        }
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("sediment-xr-lock")
+    with moto_s3("sediment-xr-lock") as (fs, options):
         yield fs, options
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["local", "s3"])

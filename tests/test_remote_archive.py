@@ -32,6 +32,7 @@ import numpy as np
 import psutil
 import pytest
 import yaml
+from conftest import moto_s3
 
 import sediment_xr as sx
 from sediment_xr import pipeline
@@ -303,23 +304,8 @@ def test_remote_image_of_another_size_is_refused_at_opening_like_a_local_one(ser
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[object, dict]]:
     """A moto S3 server on 127.0.0.1 (free port) with an empty bucket; stopped afterwards."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-        }
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir(BUCKET)
+    with moto_s3(BUCKET) as (fs, options):
         yield fs, options
-    finally:
-        server.stop()
 
 
 def test_s3_prefix_gives_the_same_cover_as_local(s3, tmp_path):

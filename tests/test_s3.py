@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from conftest import moto_s3
 
 from sediment_xr import pipeline
 from sediment_xr.config import (
@@ -26,23 +27,8 @@ from sediment_xr.testing import write_video
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A moto S3 server on 127.0.0.1 (free port) with an empty bucket; stopped afterwards."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-        }
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("sediment-xr-test")
+    with moto_s3("sediment-xr-test") as (fs, options):
         yield fs, options
-    finally:
-        server.stop()
 
 
 def crop_rows(series) -> int:

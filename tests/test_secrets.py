@@ -32,6 +32,7 @@ import av
 import numpy as np
 import pytest
 import yaml
+from conftest import moto_s3
 
 from sediment_xr.cli import main
 
@@ -146,28 +147,8 @@ def http(tmp_path_factory) -> Iterator[tuple[str, str]]:
 @pytest.fixture(scope="module")
 def s3() -> Iterator[tuple[object, str]]:
     """A moto S3 server on 127.0.0.1 with an empty bucket: its s3fs filesystem and endpoint."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
-    quiet = logging.getLogger("werkzeug")
-    level = quiet.level
-    quiet.setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        endpoint = f"http://{host}:{port}"
-        fs = s3fs.S3FileSystem(
-            key="testing",
-            secret="testing",
-            client_kwargs={"endpoint_url": endpoint},
-            skip_instance_cache=True,
-        )
-        fs.mkdir(BUCKET)
-        yield fs, endpoint
-    finally:
-        server.stop()
-        quiet.setLevel(level)
+    with moto_s3(BUCKET, skip_instance_cache=True) as (fs, options):
+        yield fs, options["client_kwargs"]["endpoint_url"]
 
 
 # --------------------------------------------------------------------------------------------

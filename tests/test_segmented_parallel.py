@@ -28,6 +28,7 @@ import pytest
 import xarray as xr
 import yaml
 import zarr
+from conftest import moto_s3
 
 from sediment_xr import pipeline, segment
 from sediment_xr.config import (
@@ -234,29 +235,14 @@ def test_video_on_s3_is_joined_from_segment_objects_written_by_the_workers(
 ):
     """Weakness: on an object store there is no folder to rename a video into; the workers
     write each segment as one object and the client joins them into one upload."""
-    s3fs = pytest.importorskip("s3fs")
-    from moto.server import ThreadedMotoServer
-
     refuse_encoding_here(monkeypatch)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        options = {
-            "key": "testing",
-            "secret": "testing",
-            "client_kwargs": {"endpoint_url": f"http://{host}:{port}"},
-        }
-        fs = s3fs.S3FileSystem(**options)
-        fs.mkdir("seg-test")
+    with moto_s3("seg-test") as (fs, options):
         config = config_of(video, "s3://seg-test/run", series, storage_options=options)
         result = pipeline.run(config, progress=False)
         assert "video" in result.computed
         fs.invalidate_cache()
         assert_video_of_the_cube(fs.cat("seg-test/run/segmented.mp4"), config.output, options)
         assert not fs.find("seg-test/run/.sediment_xr/segments")
-    finally:
-        server.stop()
 
 
 # --------------------------------------------------------------------------------------------
