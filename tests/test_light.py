@@ -213,3 +213,19 @@ def test_light_of_dask_frames_with_a_numpy_status(window):
     status = xr.DataArray(np.ones(window.sizes["time"], np.int8), dims="time")
     frames = as_dask(window, 5).assign_coords(frame_status=status)
     assert sx.fit_illumination(frames) == sx.fit_illumination(window)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((400, 1024), 32), ((70, 101), 16), ((9, 9), 4)])
+def test_compiled_block_means_are_numpy_block_means(shape, size):
+    """The compiled block sums (rows summed first, then cut into blocks) give the numpy
+    means of whole blocks exactly, partial blocks left out, and the saturated share."""
+    from sediment_xr._kernels import block_means
+    from sediment_xr.illumination import block_means_of
+
+    rng = np.random.default_rng(size)
+    frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    means, saturated = block_means(frame, size, saturated=True)
+    np.testing.assert_allclose(means, block_means_of(frame, size), rtol=1e-6)
+    whole = frame[: shape[0] // size * size, : shape[1] // size * size]
+    assert saturated == pytest.approx((whole.max(axis=-1) >= 250).mean())
+    np.testing.assert_array_equal(block_means(frame, size), means)
