@@ -94,6 +94,14 @@ def _identity(path: str) -> tuple[Any, ...] | None:
     return (path, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
+def _forget_held() -> None:
+    """In a forked child: the parent's open container shares its file offset, never use it."""
+    _HELD.container = None
+
+
+os.register_at_fork(after_in_child=_forget_held)
+
+
 def decode_chunk(
     source: str,
     wanted_pts: Sequence[int],
