@@ -86,6 +86,31 @@ class EmbeddedWorkers(WorkerPlugin):
             signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
+class _DashboardStopError(logging.Filter):
+    """Drops the traceback distributed logs when its dashboard cannot stop at a close.
+
+    distributed before 2026.8 stops the dashboard's Bokeh application synchronously from
+    inside the scheduler's event loop; Bokeh 3.10 refuses that with a ``RuntimeError`` that
+    the scheduler logs, as an ERROR with its traceback, at the end of every run
+    (dask/distributed#9350, fixed in distributed 2026.8.0). Only that record is dropped.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (isinstance(error, RuntimeError) and "stop_async()" in str(error))
+
+
+@contextlib.contextmanager
+def _without_dashboard_stop_errors() -> Iterator[None]:
+    """In the block, distributed does not log its dashboard's failure to stop."""
+    log, quiet = logging.getLogger("distributed.core"), _DashboardStopError()
+    log.addFilter(quiet)
+    try:
+        yield
+    finally:
+        log.removeFilter(quiet)
+
+
 @contextlib.contextmanager
 def _one_thread_each() -> Iterator[None]:
     """OpenCV and BLAS limited to one thread in this process while in the block."""
@@ -222,6 +247,7 @@ def dask_client(scheduler: str | None, dask_config: Any) -> Iterator[Any]:
     environ.update(dict.fromkeys(_THREAD_VARIABLES, 1))
     with (
         dask.config.set({"distributed.nanny.pre-spawn-environ": environ}),
+        _without_dashboard_stop_errors(),  # left last: after the cluster has closed
         LocalCluster(
             n_workers=dask_config.n_workers,
             threads_per_worker=dask_config.threads_per_worker,
