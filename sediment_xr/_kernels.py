@@ -223,32 +223,50 @@ def block_means(frame: np.ndarray, size: int, saturated: bool = False):
 
 @numba.njit(cache=True, nogil=True)
 def _scale_pixels(frame, inv_field, gains, reverse, out):  # pragma: no cover - compiled
-    # Channels by fixed positions and a min/max clamp: vectorised (~4x faster than an
-    # index array and branches), the same rounding.
-    g0, g1, g2 = gains[0], gains[1], gains[2]
-    o0, o2 = (2, 0) if reverse else (0, 2)
-    for y in range(frame.shape[0]):
-        for x in range(frame.shape[1]):
-            f = inv_field[y, x]
-            v0 = frame[y, x, 0] * f * g0 + 0.5
-            v1 = frame[y, x, 1] * f * g1 + 0.5
-            v2 = frame[y, x, 2] * f * g2 + 0.5
-            out[y, x, o0] = np.uint8(min(max(v0, 0.0), 255.0))
-            out[y, x, 1] = np.uint8(min(max(v1, 0.0), 255.0))
-            out[y, x, o2] = np.uint8(min(max(v2, 0.0), 255.0))
+    # Row by row, over the row's interleaved values as one contiguous run: the field and the
+    # gains repeated per channel, so the loop has no channel logic and is vectorised (~4x
+    # faster than three channels per pixel); BGR is a swap of the finished row. Rounding as
+    # numpy's float32(value) * float32(field) -> float64 * gain + 0.5, clamped, truncated.
+    h, w = frame.shape[0], frame.shape[1]
+    n = 3 * w
+    g = np.empty(n, np.float64)
+    f3 = np.empty(n, np.float32)
+    row = np.empty(n, np.uint8)
+    for x in range(w):
+        g[3 * x], g[3 * x + 1], g[3 * x + 2] = gains[0], gains[1], gains[2]
+    for y in range(h):
+        src = frame[y].reshape(-1)
+        dst = out[y].reshape(-1)
+        f = inv_field[y]
+        for x in range(w):
+            f3[3 * x] = f[x]
+            f3[3 * x + 1] = f[x]
+            f3[3 * x + 2] = f[x]
+        done = row if reverse else dst
+        for j in range(n):
+            v = np.float64(np.float32(src[j]) * f3[j]) * g[j] + 0.5
+            done[j] = np.uint8(min(max(v, 0.0), 255.0))
+        if reverse:
+            for x in range(w):
+                dst[3 * x] = row[3 * x + 2]
+                dst[3 * x + 1] = row[3 * x + 1]
+                dst[3 * x + 2] = row[3 * x]
 
 
 def scale_pixels(
     frame: np.ndarray, inv_field: np.ndarray, gains: np.ndarray, reverse: bool, out: np.ndarray
 ) -> np.ndarray:
     """``frame * inv_field * gains`` rounded into uint8 ``out``, channels reversed or not."""
+    target = out if out.flags.c_contiguous else np.empty(out.shape, np.uint8)
     _scale_pixels(
         np.ascontiguousarray(frame),
         np.ascontiguousarray(inv_field, dtype=np.float32),
         np.asarray(gains, dtype=np.float64),
         bool(reverse),
-        out,
+        target,
     )
+    if target is not out:
+        out[...] = target
     return out
 
 

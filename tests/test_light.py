@@ -229,3 +229,25 @@ def test_compiled_block_means_are_numpy_block_means(shape, size):
     whole = frame[: shape[0] // size * size, : shape[1] // size * size]
     assert saturated == pytest.approx((whole.max(axis=-1) >= 250).mean())
     np.testing.assert_array_equal(block_means(frame, size), means)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("shape", [(400, 1024), (7, 13), (1, 1)])
+def test_compiled_light_scaling_is_the_numpy_formula(shape, reverse):
+    """The compiled scaling (a row's interleaved values in one run) rounds every value as
+    numpy does: float32 value x float32 field, then x float64 gain + 0.5, clamped, truncated;
+    BGR is the same values in reversed channel order; a strided output is filled too."""
+    from sediment_xr._kernels import scale_pixels
+
+    rng = np.random.default_rng(shape[1])
+    frame = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    field = rng.uniform(0.6, 2.2, shape).astype(np.float32)
+    gains = np.array([1 / 1.07, 1 / 0.93, 1 / 1.21])
+    value = (frame.astype(np.float32) * field[..., None]).astype(np.float64) * gains + 0.5
+    expected = np.clip(value, 0.0, 255.0).astype(np.uint8)
+    if reverse:
+        expected = expected[..., ::-1]
+    out = np.empty_like(frame)
+    np.testing.assert_array_equal(scale_pixels(frame, field, gains, reverse, out), expected)
+    strided = np.zeros((shape[0], 2 * shape[1], 3), np.uint8)[:, ::2]
+    np.testing.assert_array_equal(scale_pixels(frame, field, gains, reverse, strided), expected)
