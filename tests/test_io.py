@@ -284,6 +284,37 @@ def test_video_resize(videos, resize, size):
     np.testing.assert_array_equal(arr.values, np.stack(expected))
 
 
+@pytest.mark.parametrize(
+    ("codec", "pix_fmt"), [("libx264", "yuv420p"), ("mjpeg", "yuvj420p"), ("ffv1", "bgr0")]
+)
+def test_a_window_converted_alone_has_the_whole_frames_pixels(tmp_path, codec, pix_fmt):
+    """A 4:2:0 frame's window is converted to RGB alone (odd edges widened to even ones):
+    the same pixels as converting the whole frame and cutting; other formats are left to the
+    whole frame's path (None)."""
+    from sediment_xr.decode import _rgb_window
+
+    suffix = ".mkv" if codec == "ffv1" else ".mp4" if codec == "libx264" else ".avi"
+    path = write_video(tmp_path / f"v{suffix}", codec, pix_fmt, n=3)
+    windows = [
+        (0, HEIGHT, 0, WIDTH),
+        (1, HEIGHT - 1, 3, WIDTH - 2),
+        (5, 6, 7, 8),
+        (HEIGHT - 17, HEIGHT, 0, 1),
+        (2, 9, 4, 10),
+    ]
+    with av.open(str(path)) as container:
+        for frame in container.decode(video=0):
+            assert frame.format.name == pix_fmt
+            whole = frame.to_ndarray(format="rgb24")
+            for r0, r1, c0, c1 in windows:
+                part = _rgb_window(frame, (r0, r1, c0, c1), (HEIGHT, WIDTH))
+                if pix_fmt == "bgr0":
+                    assert part is None
+                else:
+                    np.testing.assert_array_equal(part, whole[r0:r1, c0:c1])
+            assert _rgb_window(frame, (0, 4, 0, 4), (HEIGHT + 2, WIDTH)) is None  # other size
+
+
 @pytest.mark.parametrize("opener", ["h264", "h264_resized", "stills", "stills_resized"])
 def test_crop_decodes_only_the_window_with_the_same_pixels(videos, numbered_folder, opener):
     """crop() of an opener's frames decodes each chunk's window only; same array as slicing."""
