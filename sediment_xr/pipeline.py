@@ -582,17 +582,25 @@ def _label(
 ) -> tuple[ClusterModel, list[str]]:
     """Preprocess, fit (or reuse) the model, label and count, and store every chunk."""
     window = crop(frames, rows=config.preprocess.crop.rows, cols=config.preprocess.crop.cols)
-    _prepare_cube(config, out, window, plan)
-    lock.check()
     computed: list[str] = []
     kept: list[int] = []
-    if not plan.new_model and out.exists("model.json") and "labels" in out.open_cube():
+    model: ClusterModel | None = None
+    if plan.new_model and not config.cluster.model:
+        # Fitted before the output is touched: a fit that the data refuse (blank frames, too
+        # few colours) leaves a finished output as it was, even with --overwrite.
+        model, window, kept = _fit(config, window, say)
+        computed.append("fit")
+    _prepare_cube(config, out, window, plan)
+    lock.check()
+    if model is not None:  # fitted above
+        pass
+    elif not plan.new_model and out.exists("model.json") and "labels" in out.open_cube():
         model = ClusterModel.load(out.url_of("model.json"), storage_options=out.storage_options)
     elif config.cluster.model:
         model = load_model(config)
         say(f"cluster: applying {model!r} from {config.cluster.model}")
         computed.append("model")
-    else:
+    else:  # a run stopped between its fit and its model.json: fitted again
         model, window, kept = _fit(config, window, say)
         computed.append("fit")
     features = features_of(window, model, config)

@@ -370,8 +370,12 @@ def test_changed_input_files_are_noticed(tmp_path):
 
 
 def test_refit_interrupted_after_overwrite_never_reuses_the_old_model(tmp_path, monkeypatch):
+    """An --overwrite stopped while fitting leaves the finished output as it was (the fit
+    comes before the output is touched: issue 14); the changed config then still needs
+    --overwrite, and gets a new model, never the old one."""
     config = shr_config(tmp_path)
     pipeline.run(config, progress=False)
+    model = Path(config.output, "model.json").read_bytes()
     changed = dataclasses.replace(
         config, cluster=dataclasses.replace(config.cluster, n_clusters=3), classes=None
     )
@@ -382,9 +386,12 @@ def test_refit_interrupted_after_overwrite_never_reuses_the_old_model(tmp_path, 
     monkeypatch.setattr(pipeline, "fit_kmeans", killed)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(changed, overwrite=True, progress=False)
-    assert not Path(config.output, "model.json").exists()  # the old model is gone
+    assert Path(config.output, "model.json").read_bytes() == model  # the finished output
+    assert open_cube(config).attrs[COMPLETE_ATTR] is True
     monkeypatch.undo()
-    result = pipeline.run(changed, progress=False)  # same config again: no --overwrite
+    with pytest.raises(OutputError, match=r"different config \(changed: cluster.n_clusters\)"):
+        pipeline.run(changed, progress=False)
+    result = pipeline.run(changed, overwrite=True, progress=False)
     assert "fit" in result.computed and result.model.n_clusters == 3
     assert json.loads(Path(config.output, "clusters.json").read_text())["n_clusters"] == 3
     assert open_cube(config).sizes["cluster"] == 3

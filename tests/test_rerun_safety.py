@@ -322,3 +322,14 @@ def test_open_results_names_the_damage(out, damage, what):
     message = str(raised.value)
     assert f"output {out} is damaged: {what} cannot be read" in message
     assert "--overwrite" in message and os.linesep not in message
+
+
+def test_overwrite_with_a_fit_the_data_refuse_changes_nothing(tmp_path, out, capsys):
+    """--overwrite onto blank frames: the fit refuses, and the finished output is as it was."""
+    before = snapshot(out)
+    blank = write_video(
+        np.full((6, 64, 64, 3), 90, np.uint8), tmp_path / "blank.mkv", codec="ffv1"
+    )
+    code, err = rerun(tmp_path, blank, out, capsys, "--overwrite")
+    assert_one_line(code, err, ["blank"])
+    assert_untouched(out, before)
