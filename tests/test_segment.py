@@ -31,6 +31,17 @@ def test_paint_known_answer_and_no_data():
     np.testing.assert_array_equal(out[0, 1, 1], [1, 2, 3])
 
 
+def test_paint_of_every_label_byte_is_the_palette_lookup():
+    """The compiled painting gives each int8 label its colour, and every value that is not
+    a cluster (-1, other negatives, k and above) the no-data colour, like numpy's lookup."""
+    lab = np.arange(-128, 128, dtype=np.int8).reshape(1, 16, 16)
+    out = paint(xr.DataArray(lab, dims=("time", "y", "x")), COLORS, no_data_color=(1, 2, 3))
+    expected = np.where(
+        ((lab >= 0) & (lab < len(COLORS)))[..., None], COLORS[np.clip(lab, 0, 2)], [1, 2, 3]
+    )
+    np.testing.assert_array_equal(out.values, expected)
+
+
 def test_paint_numpy_equals_dask_and_is_lazy():
     lab = labels_da()
     with raise_if_dask_computes():
