@@ -1370,6 +1370,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         res.setdefault(key, {"runs": []})["runs"].append(entry)
         save()
 
+    if {"sx", "workers"} & set(args.only):
+        # Not timed: the first run of a snapshot compiles its numba kernels into its cache
+        # (seconds, in the first 120-frame run only: rep 0 gave 5.4 ms/frame steady state
+        # against 10.0 and 10.8 for reps 1 and 2).
+        say("warm-up: sediment-xr run, 2 workers, report on (not timed)")
+        run_sx(videos[n1], workdir, n_workers=2, report=True)
     for rep in range(max(args.repeats, args.repeats_extra)):
         main_rep, extra_rep = rep < args.repeats, rep < args.repeats_extra
         if "lesson" in args.only and main_rep:
