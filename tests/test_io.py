@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import re
 import shutil
 from pathlib import Path
@@ -214,10 +215,11 @@ def test_decode_kernel_falls_back_to_decoding_from_start(videos, monkeypatch):
     passes = []
     real_pass = decode._decode_pass
 
-    def seek_lands_too_late(source, options, slots, status, keep, *args):
-        passes.append(args[-3])  # where it seeks to (None: from the start)
-        if args[-3] is None:  # the seek passes find nothing, as if the index were wrong
-            real_pass(source, options, slots, status, keep, *args)
+    def seek_lands_too_late(*args, **kwargs):
+        seek_to = inspect.signature(real_pass).bind(*args, **kwargs).arguments["seek_to"]
+        passes.append(seek_to)  # None: from the start
+        if seek_to is None:  # the seek passes find nothing, as if the index were wrong
+            real_pass(*args, **kwargs)
 
     monkeypatch.setattr(decode, "_decode_pass", seek_lands_too_late)
     out, _ = decode.decode_chunk(str(videos["h264"]), [3072, 4096])

@@ -66,10 +66,25 @@ def test_unfinished_run_says_what_is_missing(config, monkeypatch):
 
 
 def test_unfitted_model(config, monkeypatch):
+    """A run stopped while fitting has written nothing (the fit comes before the output is
+    touched); one stopped before its model.json is written is missing its model."""
+
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # the run dies while fitting
 
     monkeypatch.setattr(pipeline, "fit_kmeans", killed)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, progress=False)
+    assert missing(config.output) == ["cube.zarr (no run has written this output yet)"]
+    monkeypatch.undo()
+    write_text = store.Output.write_text
+
+    def model_lost(self, name, text):
+        if name == "model.json":
+            raise KeyboardInterrupt  # the run dies as it writes its model
+        write_text(self, name, text)
+
+    monkeypatch.setattr(store.Output, "write_text", model_lost)
     with pytest.raises(KeyboardInterrupt):
         pipeline.run(config, progress=False)
     assert missing(config.output)[:2] == [
