@@ -85,9 +85,14 @@ class _Handler(SimpleHTTPRequestHandler):
         pass
 
     def _record(self) -> None:
-        port = self.client_address[1]
-        # A connection of this process whose own end is the peer's port: the client's.
-        own = any(c.laddr and c.laddr.port == port for c in psutil.Process().net_connections())
+        peer, server = tuple(self.client_address[:2]), tuple(self.server.server_address[:2])
+        # A connection of this process from the peer's address to the server: the client's.
+        # (The port alone is not enough: this process's scheduler has connections of its
+        # own, to other ends, that may share a worker's local port number.)
+        own = any(
+            c.laddr and c.raddr and tuple(c.laddr) == peer and tuple(c.raddr) == server
+            for c in psutil.Process().net_connections()
+        )
         self.server.requests.append((self.command, self.path, own))
 
     def do_GET(self) -> None:
