@@ -19,6 +19,7 @@ import av
 import numpy as np
 import pandas as pd
 import pytest
+from av.video.stream import VideoStream
 from test_bad_input import (
     RUN,
     SIZE,
@@ -220,6 +221,14 @@ def test_a_late_seek_does_not_decode_the_video_again_from_its_start(tmp_path, mo
 
 # --------------------------------------------------------------------------------------------
 # display rotation
+#: PyAV before 15 (the floor is 14) cannot write a display matrix; newer ones test reading it.
+WRITES_DISPLAY_MATRIX = pytest.mark.skipif(
+    not hasattr(VideoStream, "set_display_rotation"),
+    reason="this PyAV cannot write a display matrix (newer ones test reading it)",
+)
+NO_DEV_ZERO = pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero here")
+
+
 def turned_video(path: Path, images: np.ndarray, degrees: int, hflip: bool = False) -> Path:
     """A lossless video whose display matrix turns (and maybe mirrors) its frames, as a
     phone writes one recorded upright (``rotate=90`` in older tools)."""
@@ -227,8 +236,6 @@ def turned_video(path: Path, images: np.ndarray, degrees: int, hflip: bool = Fal
         stream = container.add_stream("ffv1", rate=10)
         stream.height, stream.width = images.shape[1:3]
         stream.pix_fmt = "bgr0"
-        if not hasattr(stream, "set_display_rotation"):  # PyAV before 15 (the floor is 14)
-            pytest.skip("this PyAV cannot write a display matrix (newer ones test reading it)")
         stream.set_display_rotation(degrees, hflip=hflip)
         for image in images:
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
@@ -236,6 +243,7 @@ def turned_video(path: Path, images: np.ndarray, degrees: int, hflip: bool = Fal
     return path
 
 
+@WRITES_DISPLAY_MATRIX
 @pytest.mark.parametrize("degrees", [90, -90, 180])
 def test_a_videos_display_rotation_is_applied(tmp_path, degrees):
     """Weakness: a phone video's display matrix was ignored: its frames were analysed on
@@ -250,6 +258,7 @@ def test_a_videos_display_rotation_is_applied(tmp_path, degrees):
     assert resized.shape == (4, 10, 20, 3)  # the size asked for, as shown
 
 
+@WRITES_DISPLAY_MATRIX
 def test_a_mirroring_display_matrix_is_warned_once(tmp_path):
     """Weakness: a display matrix that mirrors the frames was ignored without a word."""
     images = frames(3, height=32, width=48)
@@ -276,7 +285,7 @@ def run_cli_with_timeout(argv: list[str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
-@pytest.mark.parametrize("kind", ["fifo", "/dev/zero"])
+@pytest.mark.parametrize("kind", ["fifo", pytest.param("/dev/zero", marks=NO_DEV_ZERO)])
 def test_a_fifo_or_device_as_cluster_model_is_refused_quickly(tmp_path, kind):
     """Weakness: a FIFO as cluster.model blocked the run for ever on open, and /dev/zero was
     read until memory ran out (guarded here by a 60 s timeout on the command line)."""
@@ -285,8 +294,6 @@ def test_a_fifo_or_device_as_cluster_model_is_refused_quickly(tmp_path, kind):
         os.mkfifo(model)
     else:
         model = Path(kind)
-        if not model.exists():
-            pytest.skip("this system has no /dev/zero")
     cfg = write_config(tmp_path, good_video(tmp_path / "video.mkv"), cluster={"model": str(model)})
     done = run_cli_with_timeout(["run", str(cfg)], tmp_path)
     assert_refused(
@@ -295,10 +302,9 @@ def test_a_fifo_or_device_as_cluster_model_is_refused_quickly(tmp_path, kind):
     assert not (tmp_path / "out").exists()
 
 
+@NO_DEV_ZERO
 def test_a_device_as_config_is_refused_as_not_a_regular_file(tmp_path, capsys):
     """Weakness: /dev/zero as the config file was said not to exist (it does: it is a
     device), a message that sends the user looking for a typo."""
-    if not Path("/dev/zero").exists():
-        pytest.skip("this system has no /dev/zero")
     code, out, err = run(["run", "/dev/zero"], capsys)
     assert_refused(code, out, err, ["config file /dev/zero is not a regular file"])
